@@ -1,0 +1,15 @@
+//! Keel's data model: the nouns every other layer speaks.
+//!
+//! This crate owns the units (documented once, on the field), the host and VM
+//! specifications, power models and workload traces. It does no I/O and holds
+//! no behaviour beyond arithmetic on its own values; loading traces from files
+//! is `keel-trace`'s job, deciding anything is `keel-policy`'s.
+#![deny(missing_docs)]
+
+pub mod power;
+pub mod spec;
+pub mod trace;
+
+pub use power::{PowerModel, PowerModelError};
+pub use spec::{HostSpec, VmSpec};
+pub use trace::{ResourceUsage, TraceError, VmSeries, WorkloadTrace};

@@ -1,0 +1,1 @@
+//! Keel's decision code (pure: no I/O, no clock).

@@ -1,0 +1,1 @@
+//! Trace loaders: turn workload files on disk into `keel_model::WorkloadTrace`.
