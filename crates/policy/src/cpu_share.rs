@@ -1,0 +1,251 @@
+//! Time-shared CPU allocation with oversubscription: how one host divides its
+//! MIPS among the VMs on it.
+//!
+//! This is the host-local entitlement of the PlanetLab benchmark, written to
+//! match CloudSim 3.0.3's `VmSchedulerTimeSharedOverSubscription` operation for
+//! operation (allocation order, the float subtraction that decides
+//! oversubscription, the floor after proportional scaling), because the
+//! benchmark's figures depend on those exact values:
+//!
+//! - a VM's per-core request is capped at the host's core MIPS;
+//! - a VM migrating in reserves 10 % of its request here; a VM migrating out
+//!   gets 90 % of its request (10 % degradation during migration);
+//! - VMs are served in the order they were allocated while the free MIPS last;
+//!   as soon as one does not fit, every VM is scaled by capacity / total
+//!   request and floored.
+
+use crate::cluster::VmIndex;
+
+/// One VM's request and allocation on this host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Share {
+    vm: VmIndex,
+    /// Requested MIPS, uncapped.
+    requested_mips: f64,
+    /// Allocated MIPS.
+    allocated_mips: f64,
+}
+
+/// The CPU scheduler of one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuShare {
+    total_mips: f64,
+    core_mips: f64,
+    shares: Vec<Share>,
+    available_mips: f64,
+    migrating_in: Vec<VmIndex>,
+    /// VMs seen migrating out of this host. Like CloudSim, an entry stays
+    /// until the VM is next allocated here while not migrating, even after the
+    /// VM has left: a VM that later migrates back in is then served at 90 %.
+    migrating_out: Vec<VmIndex>,
+}
+
+impl CpuShare {
+    /// An idle scheduler for a host of `total_mips` made of cores of `core_mips`.
+    pub fn new(total_mips: f64, core_mips: f64) -> Self {
+        Self {
+            total_mips,
+            core_mips,
+            shares: Vec::new(),
+            available_mips: total_mips,
+            migrating_in: Vec::new(),
+            migrating_out: Vec::new(),
+        }
+    }
+
+    /// MIPS not yet allocated (0 on an oversubscribed host).
+    pub fn available_mips(&self) -> f64 {
+        self.available_mips
+    }
+
+    /// Capacity of one core, MIPS.
+    pub fn core_mips(&self) -> f64 {
+        self.core_mips
+    }
+
+    /// MIPS currently allocated to `vm` (0 if it has no share here).
+    pub fn allocated_mips(&self, vm: VmIndex) -> f64 {
+        self.shares
+            .iter()
+            .find(|s| s.vm == vm)
+            .map_or(0.0, |s| s.allocated_mips)
+    }
+
+    /// Whether `vm` is registered as migrating in.
+    pub fn is_migrating_in(&self, vm: VmIndex) -> bool {
+        self.migrating_in.contains(&vm)
+    }
+
+    /// Registers `vm` as migrating in (before it is allocated).
+    pub fn mark_migrating_in(&mut self, vm: VmIndex) {
+        if !self.migrating_in.contains(&vm) {
+            self.migrating_in.push(vm);
+        }
+    }
+
+    /// Forgets that `vm` is migrating in.
+    pub fn unmark_migrating_in(&mut self, vm: VmIndex) {
+        self.migrating_in.retain(|&v| v != vm);
+    }
+
+    /// Allocates CPU to `vm` for `requested_mips`; `in_migration` is the VM's
+    /// own migration flag, which decides whether it counts as migrating out.
+    pub fn allocate(&mut self, vm: VmIndex, requested_mips: f64, in_migration: bool) {
+        self.update_migration_marks(vm, in_migration);
+        self.allocate_share(vm, requested_mips);
+    }
+
+    /// The migrating-out bookkeeping that every allocation of `vm` performs.
+    /// A what-if allocation that is undone at once leaves exactly this behind.
+    pub fn update_migration_marks(&mut self, vm: VmIndex, in_migration: bool) {
+        if in_migration {
+            if !self.migrating_in.contains(&vm) && !self.migrating_out.contains(&vm) {
+                self.migrating_out.push(vm);
+            }
+        } else {
+            self.migrating_out.retain(|&v| v != vm);
+        }
+    }
+
+    /// Releases `vm`'s share and re-serves the others in order.
+    pub fn deallocate(&mut self, vm: VmIndex) {
+        let Some(pos) = self.shares.iter().position(|s| s.vm == vm) else {
+            return;
+        };
+        self.shares.remove(pos);
+        self.reallocate_all();
+    }
+
+    /// Releases every share (the migration marks stay).
+    pub fn deallocate_all(&mut self) {
+        self.shares.clear();
+        self.available_mips = self.total_mips;
+    }
+
+    /// Re-serves every share in order from a full host.
+    fn reallocate_all(&mut self) {
+        self.available_mips = self.total_mips;
+        for share in &mut self.shares {
+            share.allocated_mips = 0.0;
+        }
+        for i in 0..self.shares.len() {
+            let Share {
+                vm, requested_mips, ..
+            } = self.shares[i];
+            self.allocate_share(vm, requested_mips);
+        }
+    }
+
+    fn capped(&self, requested_mips: f64) -> f64 {
+        if requested_mips > self.core_mips {
+            self.core_mips
+        } else {
+            requested_mips
+        }
+    }
+
+    fn allocate_share(&mut self, vm: VmIndex, requested_mips: f64) {
+        let capped = self.capped(requested_mips);
+        match self.shares.iter_mut().find(|s| s.vm == vm) {
+            Some(share) => share.requested_mips = requested_mips,
+            None => self.shares.push(Share {
+                vm,
+                requested_mips,
+                allocated_mips: 0.0,
+            }),
+        }
+        let is_in = self.migrating_in.contains(&vm);
+        let reserved = if is_in { capped * 0.1 } else { capped };
+        if self.available_mips >= reserved {
+            let allocated = if self.migrating_out.contains(&vm) {
+                capped * 0.9
+            } else if is_in {
+                capped * 0.1
+            } else {
+                capped
+            };
+            if let Some(share) = self.shares.iter_mut().find(|s| s.vm == vm) {
+                share.allocated_mips = allocated;
+            }
+            self.available_mips -= reserved;
+        } else {
+            self.redistribute_oversubscribed();
+        }
+    }
+
+    fn redistribute_oversubscribed(&mut self) {
+        let mut total_required = 0.0;
+        for share in &self.shares {
+            let mut required = self.capped(share.requested_mips);
+            if self.migrating_in.contains(&share.vm) {
+                required *= 0.1;
+            }
+            total_required += required;
+        }
+        let scale = self.total_mips / total_required;
+        for i in 0..self.shares.len() {
+            let vm = self.shares[i].vm;
+            let mut mips = self.capped(self.shares[i].requested_mips);
+            if self.migrating_out.contains(&vm) {
+                mips *= scale;
+                mips *= 0.9;
+            } else if self.migrating_in.contains(&vm) {
+                mips *= 0.1;
+                mips *= scale;
+            } else {
+                mips *= scale;
+            }
+            self.shares[i].allocated_mips = mips.floor();
+        }
+        self.available_mips = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_in_order_until_full_then_scales_and_floors() {
+        let mut cpu = CpuShare::new(3720.0, 1860.0);
+        cpu.allocate(0, 1000.0, false);
+        cpu.allocate(1, 2000.0, false); // capped at 1860
+        assert_eq!(cpu.allocated_mips(1), 1860.0);
+        assert_eq!(cpu.available_mips(), 3720.0 - 1000.0 - 1860.0);
+        cpu.allocate(2, 1000.0, false);
+        // 3860 requested of 3720: scale 3720/3860, floored.
+        assert_eq!(cpu.available_mips(), 0.0);
+        assert_eq!(
+            cpu.allocated_mips(0),
+            (1000.0_f64 * (3720.0 / 3860.0)).floor()
+        );
+        assert_eq!(
+            cpu.allocated_mips(1),
+            (1860.0_f64 * (3720.0 / 3860.0)).floor()
+        );
+    }
+
+    #[test]
+    fn migration_shares() {
+        let mut cpu = CpuShare::new(5320.0, 2660.0);
+        cpu.allocate(7, 1000.0, true);
+        assert_eq!(cpu.allocated_mips(7), 900.0);
+        cpu.mark_migrating_in(8);
+        cpu.allocate(8, 2000.0, true);
+        assert_eq!(cpu.allocated_mips(8), 200.0);
+        assert_eq!(cpu.available_mips(), 5320.0 - 1000.0 - 200.0);
+    }
+
+    #[test]
+    fn deallocate_reserves_the_rest() {
+        let mut cpu = CpuShare::new(3720.0, 1860.0);
+        for vm in 0..3 {
+            cpu.allocate(vm, 1500.0, false);
+        }
+        assert_eq!(cpu.available_mips(), 0.0);
+        cpu.deallocate(1);
+        assert_eq!(cpu.allocated_mips(0), 1500.0);
+        assert_eq!(cpu.allocated_mips(2), 1500.0);
+        assert_eq!(cpu.available_mips(), 720.0);
+    }
+}
