@@ -5,7 +5,7 @@
 //! Operations mirror CloudSim 3.0.3's `Host.vmCreate` / `vmDestroy` so that
 //! the simulator reproduces the PlanetLab benchmark; nothing here does I/O.
 
-use crate::cpu_share::CpuShare;
+use crate::cpu_share::{CpuShare, ShareOrder};
 use keel_model::{HostSpec, VmSpec};
 
 /// Index of a VM in [`ClusterState::vms`].
@@ -118,11 +118,16 @@ pub struct Reservation {
 impl HostState {
     /// An empty host.
     pub fn new(spec: HostSpec) -> Self {
+        Self::with_share_order(spec, ShareOrder::Insertion)
+    }
+
+    /// An empty host whose CPU shares are walked in `order`.
+    pub fn with_share_order(spec: HostSpec, order: ShareOrder) -> Self {
         Self {
             spec,
             vms: Vec::new(),
             migrating_in: Vec::new(),
-            cpu: CpuShare::new(spec.total_mips(), spec.core_mips),
+            cpu: CpuShare::with_order(spec.total_mips(), spec.core_mips, order),
             utilization_mips: 0.0,
             previous_utilization_mips: 0.0,
             ram_available_mb: spec.ram_mb,

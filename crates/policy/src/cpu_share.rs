@@ -16,10 +16,35 @@
 
 use crate::cluster::VmIndex;
 
+/// The order in which a host walks its VMs' shares when it re-serves them
+/// after a VM leaves and when it sums requests to scale them.
+///
+/// The order changes nothing but float rounding, and rounding decides
+/// whether a host exactly at capacity counts as oversubscribed (and so
+/// whether every VM on it loses a floored MIPS). CloudSim keeps the shares in
+/// a `java.util.HashMap` keyed by `"<owner id>-<vm id>"`; reproducing its
+/// iteration order reproduces its figures on packed hosts (THR-1.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareOrder {
+    /// The order the shares were created in.
+    #[default]
+    Insertion,
+    /// `java.util.HashMap<String, _>` iteration order for keys
+    /// `"<owner_id>-<vm index>"`.
+    JavaHashMap {
+        /// CloudSim's user (broker) id in the key.
+        owner_id: u32,
+    },
+}
+
 /// One VM's request and allocation on this host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Share {
     vm: VmIndex,
+    /// Creation sequence number (order within a hash bucket).
+    seq: u64,
+    /// Spread hash of the share's key (0 in insertion order).
+    hash: u32,
     /// Requested MIPS, uncapped.
     requested_mips: f64,
     /// Allocated MIPS.
@@ -34,6 +59,10 @@ pub struct CpuShare {
     shares: Vec<Share>,
     available_mips: f64,
     migrating_in: Vec<VmIndex>,
+    order: ShareOrder,
+    /// Capacity of the emulated hash table (it grows, never shrinks).
+    table_capacity: usize,
+    next_seq: u64,
     /// VMs seen migrating out of this host. Like CloudSim, an entry stays
     /// until the VM is next allocated here while not migrating, even after the
     /// VM has left: a VM that later migrates back in is then served at 90 %.
@@ -43,9 +72,17 @@ pub struct CpuShare {
 impl CpuShare {
     /// An idle scheduler for a host of `total_mips` made of cores of `core_mips`.
     pub fn new(total_mips: f64, core_mips: f64) -> Self {
+        Self::with_order(total_mips, core_mips, ShareOrder::Insertion)
+    }
+
+    /// Like [`Self::new`], walking shares in `order`.
+    pub fn with_order(total_mips: f64, core_mips: f64, order: ShareOrder) -> Self {
         Self {
             total_mips,
             core_mips,
+            order,
+            table_capacity: 0,
+            next_seq: 0,
             shares: Vec::new(),
             available_mips: total_mips,
             migrating_in: Vec::new(),
@@ -128,11 +165,28 @@ impl CpuShare {
         for share in &mut self.shares {
             share.allocated_mips = 0.0;
         }
-        for i in 0..self.shares.len() {
+        for i in self.walk_order() {
             let Share {
                 vm, requested_mips, ..
             } = self.shares[i];
             self.allocate_share(vm, requested_mips);
+        }
+    }
+
+    /// Indices of `shares` in the order the host walks them.
+    fn walk_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.shares.len()).collect();
+        if let ShareOrder::JavaHashMap { .. } = self.order {
+            let mask = self.table_capacity.saturating_sub(1) as u32;
+            order.sort_by_key(|&i| (self.shares[i].hash & mask, self.shares[i].seq));
+        }
+        order
+    }
+
+    fn key_hash(&self, vm: VmIndex) -> u32 {
+        match self.order {
+            ShareOrder::Insertion => 0,
+            ShareOrder::JavaHashMap { owner_id } => java_hash_map_spread(owner_id, vm),
         }
     }
 
@@ -148,11 +202,25 @@ impl CpuShare {
         let capped = self.capped(requested_mips);
         match self.shares.iter_mut().find(|s| s.vm == vm) {
             Some(share) => share.requested_mips = requested_mips,
-            None => self.shares.push(Share {
-                vm,
-                requested_mips,
-                allocated_mips: 0.0,
-            }),
+            None => {
+                let hash = self.key_hash(vm);
+                self.shares.push(Share {
+                    vm,
+                    seq: self.next_seq,
+                    hash,
+                    requested_mips,
+                    allocated_mips: 0.0,
+                });
+                self.next_seq += 1;
+                // java.util.HashMap: 16 buckets at the first key, doubled
+                // whenever the size exceeds three quarters of them.
+                if self.table_capacity == 0 {
+                    self.table_capacity = 16;
+                }
+                if self.shares.len() > self.table_capacity / 4 * 3 {
+                    self.table_capacity *= 2;
+                }
+            }
         }
         let is_in = self.migrating_in.contains(&vm);
         let reserved = if is_in { capped * 0.1 } else { capped };
@@ -175,7 +243,8 @@ impl CpuShare {
 
     fn redistribute_oversubscribed(&mut self) {
         let mut total_required = 0.0;
-        for share in &self.shares {
+        for i in self.walk_order() {
+            let share = &self.shares[i];
             let mut required = self.capped(share.requested_mips);
             if self.migrating_in.contains(&share.vm) {
                 required *= 0.1;
@@ -201,6 +270,23 @@ impl CpuShare {
     }
 }
 
+/// `java.util.HashMap`'s spread hash of the string `"<owner_id>-<vm>"`:
+/// `String.hashCode` (s[0]*31^(n-1) + ... in wrapping 32-bit arithmetic),
+/// then `h ^ (h >>> 16)`.
+fn java_hash_map_spread(owner_id: u32, vm: VmIndex) -> u32 {
+    let mut h: i32 = 0;
+    let mut feed = |byte: u8| h = h.wrapping_mul(31).wrapping_add(byte as i32);
+    for b in owner_id.to_string().bytes() {
+        feed(b);
+    }
+    feed(b'-');
+    for b in vm.to_string().bytes() {
+        feed(b);
+    }
+    let h = h as u32;
+    h ^ (h >> 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +309,26 @@ mod tests {
             cpu.allocated_mips(1),
             (1860.0_f64 * (3720.0 / 3860.0)).floor()
         );
+    }
+
+    #[test]
+    fn java_string_hash_matches_known_values() {
+        // "2-0".hashCode() = 50 * 961 + 45 * 31 + 48 = 49493 (no high bits to spread).
+        assert_eq!(java_hash_map_spread(2, 0), 49493);
+        // Walk order is by bucket, then by creation.
+        let mut cpu = CpuShare::with_order(3720.0, 1860.0, ShareOrder::JavaHashMap { owner_id: 2 });
+        for vm in [17, 3, 250] {
+            cpu.allocate(vm, 10.0, false);
+        }
+        let order: Vec<usize> = cpu.walk_order().iter().map(|&i| cpu.shares[i].vm).collect();
+        let mut expected = vec![17, 3, 250];
+        expected.sort_by_key(|&vm| {
+            (
+                java_hash_map_spread(2, vm) & 15,
+                [17, 3, 250].iter().position(|&v| v == vm),
+            )
+        });
+        assert_eq!(order, expected);
     }
 
     #[test]

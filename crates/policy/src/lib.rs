@@ -16,7 +16,6 @@ pub mod detect;
 pub mod placement;
 pub mod select;
 pub mod spec;
-#[path = "stats_interim.rs"]
 pub mod stats;
 
 pub use cluster::{ClusterState, HostIndex, HostState, VmIndex, VmState};

@@ -14,7 +14,7 @@
 //! special cases and the points where it throws.
 //!
 //! The OLS part (Householder QR, R², Maximum Correlation) lives in
-//! [`ols`](self::ols) and is re-exported here.
+//! the private submodule `stats/ols.rs` and is re-exported here.
 
 use std::cmp::Ordering;
 
@@ -53,7 +53,16 @@ pub struct SimpleRegression {
 impl SimpleRegression {
     /// An empty regression (all sums zero, as Java's field defaults).
     pub const fn new() -> Self {
-        Self { sum_x: 0.0, sum_xx: 0.0, sum_y: 0.0, sum_yy: 0.0, sum_xy: 0.0, n: 0, xbar: 0.0, ybar: 0.0 }
+        Self {
+            sum_x: 0.0,
+            sum_xx: 0.0,
+            sum_y: 0.0,
+            sum_yy: 0.0,
+            sum_xy: 0.0,
+            n: 0,
+            xbar: 0.0,
+            ybar: 0.0,
+        }
     }
 
     /// Adds the observation `(x, y)` (`addData(x, y)`): the first one only
@@ -148,7 +157,13 @@ fn java_compare(a: f64, b: f64) -> Ordering {
         Ordering::Greater
     } else {
         // doubleToLongBits: every NaN collapses to the canonical one.
-        let bits = |v: f64| if v.is_nan() { 0x7ff8_0000_0000_0000_i64 } else { v.to_bits() as i64 };
+        let bits = |v: f64| {
+            if v.is_nan() {
+                0x7ff8_0000_0000_0000_i64
+            } else {
+                v.to_bits() as i64
+            }
+        };
         bits(a).cmp(&bits(b))
     }
 }
@@ -349,7 +364,11 @@ pub fn iqr(values: &[f64], work: &mut Vec<f64>) -> f64 {
     java_sort(work);
     // Java: int n + 1, then to double.
     let n_plus_1 = (values.len() + 1) as f64;
-    let index = |q: f64| usize::try_from(java_round(q * n_plus_1) - 1).ok().filter(|&i| i < work.len());
+    let index = |q: f64| {
+        usize::try_from(java_round(q * n_plus_1) - 1)
+            .ok()
+            .filter(|&i| i < work.len())
+    };
     match (index(0.25), index(0.75)) {
         (Some(q1), Some(q3)) => work[q3] - work[q1],
         _ => f64::NAN,
@@ -405,13 +424,29 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0], &mut w), 2.5);
         assert_eq!(median(&[7.0], &mut w), 7.0);
         assert!(median(&[], &mut w).is_nan());
-        assert_eq!(median(&[f64::NAN, 1.0, 5.0], &mut w), 3.0, "NaNs are removed");
+        assert_eq!(
+            median(&[f64::NAN, 1.0, 5.0], &mut w),
+            3.0,
+            "NaNs are removed"
+        );
         assert!(median(&[f64::NAN], &mut w).is_nan());
         // LEGACY: pos = 0.25 * 5 = 1.25 -> x1 + 0.25 (x2 - x1).
-        assert_eq!(percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 25.0, &mut w), 12.5);
-        assert_eq!(percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 10.0, &mut w), 10.0);
-        assert_eq!(percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 100.0, &mut w), 40.0);
-        assert_eq!(percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 90.0, &mut w), 40.0);
+        assert_eq!(
+            percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 25.0, &mut w),
+            12.5
+        );
+        assert_eq!(
+            percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 10.0, &mut w),
+            10.0
+        );
+        assert_eq!(
+            percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 100.0, &mut w),
+            40.0
+        );
+        assert_eq!(
+            percentile_legacy(&[10.0, 20.0, 30.0, 40.0], 90.0, &mut w),
+            40.0
+        );
         // Longer than MIN_SELECT_SIZE: the quickselect path.
         let v: Vec<f64> = (0..31).map(|i| f64::from((i * 17) % 31)).collect();
         assert_eq!(median(&v, &mut w), 15.0);

@@ -10,7 +10,7 @@
 
 use crate::metrics::MetricsCollector;
 use crate::scenario::{host_spec, vm_spec, START_SECONDS};
-use crate::{SimError, StepObserver, StepRecord};
+use crate::{SimConfig, SimError, StepObserver, StepRecord};
 use keel_model::WorkloadTrace;
 use keel_policy::cluster::{ClusterState, HostIndex, HostState, VmIndex, VmState};
 use keel_policy::{ConsolidationPolicy, Consolidator, Migration};
@@ -53,14 +53,20 @@ pub(crate) struct Engine<'t, 'o> {
 impl<'t, 'o> Engine<'t, 'o> {
     pub fn new(
         trace: &'t WorkloadTrace,
-        hosts: usize,
-        policy: ConsolidationPolicy,
-        seed: u64,
+        config: &SimConfig,
         observer: &'o mut dyn StepObserver,
     ) -> Self {
+        let SimConfig {
+            hosts,
+            policy,
+            seed,
+            share_order,
+        } = *config;
         let vm_count = trace.vms.len();
         let cluster = ClusterState {
-            hosts: (0..hosts).map(|i| HostState::new(host_spec(i))).collect(),
+            hosts: (0..hosts)
+                .map(|i| HostState::with_share_order(host_spec(i), share_order))
+                .collect(),
             vms: (0..vm_count)
                 .map(|i| VmState::new(vm_spec(i, vm_count)))
                 .collect(),

@@ -17,6 +17,7 @@ pub mod scenario;
 
 pub use engine::utilization_at;
 use keel_model::WorkloadTrace;
+use keel_policy::cpu_share::ShareOrder;
 use keel_policy::{ConsolidationPolicy, HostIndex, PolicyError, VmIndex};
 use serde::Serialize;
 use std::time::Instant;
@@ -60,6 +61,9 @@ pub struct SimConfig {
     pub policy: ConsolidationPolicy,
     /// Seed for random VM selection.
     pub seed: u64,
+    /// Order in which hosts walk CPU shares (float rounding only; see
+    /// `keel_policy::cpu_share::ShareOrder`).
+    pub share_order: ShareOrder,
 }
 
 impl SimConfig {
@@ -69,6 +73,9 @@ impl SimConfig {
             hosts: scenario::PLANETLAB_HOSTS,
             policy,
             seed: 42,
+            share_order: ShareOrder::JavaHashMap {
+                owner_id: scenario::CLOUDSIM_BROKER_ID,
+            },
         }
     }
 }
@@ -168,8 +175,7 @@ pub fn run_observed(
         return Err(SimError::NoHosts);
     }
     let started = Instant::now();
-    let outcome =
-        engine::Engine::new(trace, config.hosts, config.policy, config.seed, observer).run()?;
+    let outcome = engine::Engine::new(trace, config, observer).run()?;
     let sla = outcome.metrics.finish();
     let energy_kwh = outcome.energy_joules / 3_600_000.0;
     let slav = sla.slatah * sla.pdm;

@@ -14,6 +14,10 @@ pub const SCHEDULING_INTERVAL_SECONDS: f64 = 300.0;
 /// 300.1, 600.1, ...
 pub const START_SECONDS: f64 = 0.1;
 
+/// CloudSim's id of the broker that owns every VM in the benchmark (entities
+/// 0 and 1 are CloudSim's own); it is part of each VM's key in the hosts' share maps.
+pub const CLOUDSIM_BROKER_ID: u32 = 2;
+
 /// Host memory, MB (CloudSim `HOST_RAM`).
 const HOST_RAM_MB: f64 = 4096.0;
 /// Host bandwidth, 1 Gbit/s in CloudSim's units (`HOST_BW`).

@@ -73,13 +73,19 @@ impl fmt::Display for RegressionError {
                 write!(f, "dimension mismatch: {found} != {expected}")
             }
             Self::NoData => f.write_str("no data"),
-            Self::NotEnoughData { observations, predictors } => write!(
+            Self::NotEnoughData {
+                observations,
+                predictors,
+            } => write!(
                 f,
                 "not enough data ({observations} rows) for {predictors} predictors"
             ),
             Self::Singular => f.write_str("matrix is singular"),
             Self::HistoryLengthMismatch { vm, len, min } => {
-                write!(f, "VM {vm} has a history of {len} values, longer than the shortest ({min})")
+                write!(
+                    f,
+                    "VM {vm} has a history of {len} values, longer than the shortest ({min})"
+                )
             }
         }
     }
@@ -98,17 +104,26 @@ impl std::error::Error for RegressionError {}
 /// R² is NaN or -inf when `y` is constant (SST = 0), as in Java.
 pub fn r_squared_ols(y: &[f64], x: &[&[f64]]) -> Result<f64, RegressionError> {
     if x.len() != y.len() {
-        return Err(RegressionError::DimensionMismatch { found: y.len(), expected: x.len() });
+        return Err(RegressionError::DimensionMismatch {
+            found: y.len(),
+            expected: x.len(),
+        });
     }
     if x.is_empty() {
         return Err(RegressionError::NoData);
     }
     let predictors = x[0].len();
     if predictors + 1 > x.len() {
-        return Err(RegressionError::NotEnoughData { observations: x.len(), predictors });
+        return Err(RegressionError::NotEnoughData {
+            observations: x.len(),
+            predictors,
+        });
     }
     if let Some(row) = x.iter().find(|row| row.len() != predictors) {
-        return Err(RegressionError::DimensionMismatch { found: row.len(), expected: predictors });
+        return Err(RegressionError::DimensionMismatch {
+            found: row.len(),
+            expected: predictors,
+        });
     }
     r_squared_core(y, predictors, |j, t| x[t][j], &mut Vec::new())
 }
@@ -132,13 +147,20 @@ pub fn correlation_coefficients(histories: &[&[f64]]) -> Result<Vec<f64>, Regres
     }
     let m = histories.iter().map(|h| h.len()).min().unwrap_or(0);
     if let Some((vm, h)) = histories.iter().enumerate().find(|(_, h)| h.len() > m) {
-        return Err(RegressionError::HistoryLengthMismatch { vm, len: h.len(), min: m });
+        return Err(RegressionError::HistoryLengthMismatch {
+            vm,
+            len: h.len(),
+            min: m,
+        });
     }
     if n == 1 || m == 0 {
         return Err(RegressionError::NoData);
     }
     if n > m {
-        return Err(RegressionError::NotEnoughData { observations: m, predictors: n - 1 });
+        return Err(RegressionError::NotEnoughData {
+            observations: m,
+            predictors: n - 1,
+        });
     }
     let mut workspace = Vec::new();
     let mut result = Vec::with_capacity(n);
@@ -146,7 +168,12 @@ pub fn correlation_coefficients(histories: &[&[f64]]) -> Result<Vec<f64>, Regres
         // Predictor j is the j-th VM other than i.
         let other = |j: usize| if j < i { j } else { j + 1 };
         let y = &histories[i][..m];
-        result.push(r_squared_core(y, n - 1, |j, t| histories[other(j)][t], &mut workspace)?);
+        result.push(r_squared_core(
+            y,
+            n - 1,
+            |j, t| histories[other(j)][t],
+            &mut workspace,
+        )?);
     }
     Ok(result)
 }
@@ -248,7 +275,11 @@ fn householder_reflection(qrt: &mut [f64], m: usize, minor: usize, r_diag: &mut 
         x_norm_sqr += c * c;
     }
     // The sign opposite to the first component (NaN or zero: positive).
-    let a = if v[minor] > 0.0 { -x_norm_sqr.sqrt() } else { x_norm_sqr.sqrt() };
+    let a = if v[minor] > 0.0 {
+        -x_norm_sqr.sqrt()
+    } else {
+        x_norm_sqr.sqrt()
+    };
     r_diag[minor] = a;
     if a != 0.0 {
         v[minor] -= a;
@@ -291,7 +322,9 @@ mod tests {
 
     #[test]
     fn perfect_linear_relation_has_r_squared_one() {
-        let rows: Vec<[f64; 2]> = (0..8).map(|t| [f64::from(t), f64::from(t * t % 5)]).collect();
+        let rows: Vec<[f64; 2]> = (0..8)
+            .map(|t| [f64::from(t), f64::from(t * t % 5)])
+            .collect();
         let x: Vec<&[f64]> = rows.iter().map(|r| r.as_slice()).collect();
         let y: Vec<f64> = rows.iter().map(|r| 1.5 + 2.0 * r[0] - 0.5 * r[1]).collect();
         let r2 = r_squared_ols(&y, &x).unwrap();
@@ -312,22 +345,34 @@ mod tests {
         let x: [&[f64]; 2] = [&[1.0], &[2.0]];
         assert_eq!(
             r_squared_ols(&[1.0], &x),
-            Err(RegressionError::DimensionMismatch { found: 1, expected: 2 })
+            Err(RegressionError::DimensionMismatch {
+                found: 1,
+                expected: 2
+            })
         );
         assert_eq!(r_squared_ols(&[], &[]), Err(RegressionError::NoData));
         let wide: [&[f64]; 2] = [&[1.0, 2.0], &[3.0, 5.0]];
         assert_eq!(
             r_squared_ols(&[1.0, 2.0], &wide),
-            Err(RegressionError::NotEnoughData { observations: 2, predictors: 2 })
+            Err(RegressionError::NotEnoughData {
+                observations: 2,
+                predictors: 2
+            })
         );
         let ragged: [&[f64]; 3] = [&[1.0], &[2.0, 3.0], &[4.0]];
         assert_eq!(
             r_squared_ols(&[1.0, 2.0, 3.0], &ragged),
-            Err(RegressionError::DimensionMismatch { found: 2, expected: 1 })
+            Err(RegressionError::DimensionMismatch {
+                found: 2,
+                expected: 1
+            })
         );
         // An all-zero predictor gives an exactly zero diagonal of R.
         let zero: [&[f64]; 3] = [&[0.0], &[0.0], &[0.0]];
-        assert_eq!(r_squared_ols(&[1.0, 2.0, 4.0], &zero), Err(RegressionError::Singular));
+        assert_eq!(
+            r_squared_ols(&[1.0, 2.0, 4.0], &zero),
+            Err(RegressionError::Singular)
+        );
         // Intercept only: R² = 1 - SSR/SST = 0 up to rounding.
         let none: [&[f64]; 3] = [&[], &[], &[]];
         assert!(r_squared_ols(&[1.0, 2.0, 4.0], &none).unwrap().abs() < 1e-12);
@@ -338,14 +383,30 @@ mod tests {
         let a = [0.1, 0.2, 0.3, 0.5];
         let b = [0.4, 0.1, 0.3, 0.2];
         assert_eq!(correlation_coefficients(&[]), Ok(vec![]));
-        assert_eq!(correlation_coefficients(&[&a]), Err(RegressionError::NoData));
-        assert_eq!(correlation_coefficients(&[&[], &[]]), Err(RegressionError::NoData));
+        assert_eq!(
+            correlation_coefficients(&[&a]),
+            Err(RegressionError::NoData)
+        );
+        assert_eq!(
+            correlation_coefficients(&[&[], &[]]),
+            Err(RegressionError::NoData)
+        );
         let err = correlation_coefficients(&[&a, &b[..3]]).unwrap_err();
-        assert_eq!(err, RegressionError::HistoryLengthMismatch { vm: 0, len: 4, min: 3 });
+        assert_eq!(
+            err,
+            RegressionError::HistoryLengthMismatch {
+                vm: 0,
+                len: 4,
+                min: 3
+            }
+        );
         assert!(!err.falls_back());
         assert_eq!(
             correlation_coefficients(&[&a[..2], &b[..2], &a[..2]]),
-            Err(RegressionError::NotEnoughData { observations: 2, predictors: 2 })
+            Err(RegressionError::NotEnoughData {
+                observations: 2,
+                predictors: 2
+            })
         );
         let zeros = [0.0; 4];
         let err = correlation_coefficients(&[&a, &zeros]).unwrap_err();

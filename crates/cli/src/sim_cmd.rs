@@ -1,0 +1,153 @@
+//! `keel sim`: load a trace, run one or more policies, print the figures.
+
+use crate::output::{self, OutputFormat};
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use keel_model::WorkloadTrace;
+use keel_policy::{paper_policies, ConsolidationPolicy};
+use keel_sim::{RunReport, SimConfig, StepRecord};
+use keel_trace::{LoadOptions, TraceFormat, TraceOrder};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Arguments of `keel sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Trace to replay: a PlanetLab day folder, a Bitbrains folder or .tar.xz,
+    /// or a wide CSV (optionally gzip'd). Default: the bundled PlanetLab day 2011-03-03.
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
+    /// Trace format (detected when omitted).
+    #[arg(long, value_name = "planetlab|bitbrains|wide-csv")]
+    trace_format: Option<TraceFormat>,
+    /// PlanetLab VM order: `sorted` (file names, lexicographic) or a listing
+    /// file with one file name per line.
+    #[arg(long, value_name = "sorted|FILE", default_value = "sorted")]
+    order: String,
+    /// Policy: `npa`, `dvfs`, DETECTOR-SELECTOR-PARAMETER (detectors thr, iqr,
+    /// mad, lr, lrr; selectors mmt, mu, mc, rs; e.g. `lr-mmt-1.2`), a
+    /// comma-separated list of those, or `all` for the paper's comparison.
+    #[arg(long, default_value = "lr-mmt-1.2")]
+    policy: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Number of hosts (half HP ProLiant G4, half G5).
+    #[arg(long, default_value_t = keel_sim::scenario::PLANETLAB_HOSTS)]
+    hosts: usize,
+    /// Seed for random VM selection (`rs`).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Parallel runs (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Write each scheduling step's state as CSV to FILE (single policy only).
+    #[arg(long, value_name = "FILE")]
+    step_trace: Option<PathBuf>,
+}
+
+pub fn run(args: SimArgs) -> Result<()> {
+    let policies = parse_policies(&args.policy)?;
+    if args.step_trace.is_some() && policies.len() != 1 {
+        anyhow::bail!(
+            "--step-trace needs exactly one policy, got {}",
+            policies.len()
+        );
+    }
+    let trace = load_trace(&args)?;
+    let configs: Vec<SimConfig> = policies
+        .into_iter()
+        .map(|policy| SimConfig {
+            hosts: args.hosts,
+            seed: args.seed,
+            ..SimConfig::planetlab(policy)
+        })
+        .collect();
+    let mut steps: Vec<StepRecord> = Vec::new();
+    let reports = if let Some(path) = &args.step_trace {
+        let report = keel_sim::run_observed(&trace, &configs[0], &mut steps)
+            .with_context(|| format!("simulating {}", configs[0].policy))?;
+        output::write_step_trace(path, &steps)?;
+        vec![report]
+    } else {
+        run_parallel(&trace, &configs, args.jobs)?
+    };
+    let peak = output::peak_memory_bytes();
+    output::print_reports(&reports, args.format, peak)
+}
+
+fn parse_policies(spec: &str) -> Result<Vec<ConsolidationPolicy>> {
+    if spec.trim().eq_ignore_ascii_case("all") {
+        return Ok(paper_policies());
+    }
+    spec.split(',')
+        .map(|name| {
+            name.parse::<ConsolidationPolicy>()
+                .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+fn load_trace(args: &SimArgs) -> Result<WorkloadTrace> {
+    let Some(path) = &args.trace else {
+        return Ok(keel_trace::bundled_planetlab_day());
+    };
+    let order = if args.order == "sorted" {
+        TraceOrder::Sorted
+    } else {
+        TraceOrder::Listing(PathBuf::from(&args.order))
+    };
+    let options = LoadOptions {
+        format: args.trace_format,
+        order,
+        ..LoadOptions::default()
+    };
+    Ok(keel_trace::load(path, &options)?)
+}
+
+/// Runs every config on a pool of worker threads; results keep config order.
+fn run_parallel(
+    trace: &WorkloadTrace,
+    configs: &[SimConfig],
+    jobs: Option<usize>,
+) -> Result<Vec<RunReport>> {
+    let workers = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, configs.len().max(1));
+    let progress = if configs.len() > 1 {
+        let bar = ProgressBar::new(configs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<RunReport>>>> =
+        Mutex::new((0..configs.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(config) = configs.get(i) else { break };
+                let result = keel_sim::run(trace, config)
+                    .with_context(|| format!("simulating {}", config.policy));
+                progress.set_message(config.policy.to_string());
+                progress.inc(1);
+                results.lock().expect("no worker panics")[i] = Some(result);
+            });
+        }
+    });
+    progress.finish_and_clear();
+    results
+        .into_inner()
+        .expect("no worker panics")
+        .into_iter()
+        .map(|r| r.expect("every config ran"))
+        .collect()
+}
