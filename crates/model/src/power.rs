@@ -29,14 +29,18 @@ impl PowerModel {
     /// Source: SPECpower_ssj2008 results, as used by CloudSim's `PowerModelSpecPowerHpProLiantMl110G4Xeon3040`.
     pub const HP_PROLIANT_ML110_G4: PowerModel = PowerModel {
         name: "HP ProLiant ML110 G4 (Xeon 3040)",
-        watts: [86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0],
+        watts: [
+            86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0,
+        ],
     };
 
     /// HP ProLiant ML110 G5 (Intel Xeon 3075, 2 cores x 2660 MHz).
     /// Source: SPECpower_ssj2008 results, as used by CloudSim's `PowerModelSpecPowerHpProLiantMl110G5Xeon3075`.
     pub const HP_PROLIANT_ML110_G5: PowerModel = PowerModel {
         name: "HP ProLiant ML110 G5 (Xeon 3075)",
-        watts: [93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0],
+        watts: [
+            93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0,
+        ],
     };
 
     /// Power draw in watts at `utilization` (0.0..=1.0).
@@ -47,11 +51,17 @@ impl PowerModel {
         if !(0.0..=1.0).contains(&utilization) {
             return Err(PowerModelError::UtilizationOutOfRange(utilization));
         }
-        if utilization % 0.1 == 0.0 {
+        if is_multiple_of_tenth(utilization) {
             return Ok(self.watts[(utilization * 10.0) as usize]);
         }
-        let lower = (utilization * 10.0).floor() as usize;
-        let upper = (utilization * 10.0).ceil() as usize;
+        // floor and ceil of a non-negative number, without libm calls.
+        let tenths = utilization * 10.0;
+        let lower = tenths as usize;
+        let upper = if lower as f64 == tenths {
+            lower
+        } else {
+            lower + 1
+        };
         let p1 = self.watts[lower];
         let p2 = self.watts[upper];
         let delta = (p2 - p1) / 10.0;
@@ -75,6 +85,20 @@ impl PowerModel {
     }
 }
 
+/// `utilization % 0.1 == 0.0`, with a cheap rejection first: an exact
+/// multiple of 0.1 times 10 lies within rounding of an integer.
+fn is_multiple_of_tenth(utilization: f64) -> bool {
+    if utilization == 0.0 {
+        return true;
+    }
+    let tenths = utilization * 10.0;
+    let fraction = tenths - (tenths as u64) as f64;
+    if fraction > 1e-6 && fraction < 1.0 - 1e-6 {
+        return false;
+    }
+    utilization % 0.1 == 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +112,17 @@ mod tests {
         assert!((mid - 87.7).abs() < 1e-9, "{mid}");
         assert!(g4.watts_at(1.2).is_err());
         assert!(g4.watts_at(-0.1).is_err());
+    }
+
+    #[test]
+    fn multiple_of_tenth_agrees_with_fmod() {
+        for i in 0..=100_000 {
+            let u = i as f64 / 100_000.0;
+            assert_eq!(is_multiple_of_tenth(u), u % 0.1 == 0.0, "{u}");
+        }
+        for u in [0.1, 0.2, 0.4, 0.8, 0.3, 0.7, 1.0] {
+            assert_eq!(is_multiple_of_tenth(u), u % 0.1 == 0.0, "{u}");
+        }
     }
 
     #[test]

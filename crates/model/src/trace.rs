@@ -120,7 +120,11 @@ mod tests {
         assert_eq!(WorkloadTrace::new(300.0, vec![]), Err(TraceError::Empty));
         assert!(matches!(
             WorkloadTrace::new(300.0, vec![series("a", 3), series("b", 2)]),
-            Err(TraceError::RaggedSeries { got: 2, expected: 3, .. })
+            Err(TraceError::RaggedSeries {
+                got: 2,
+                expected: 3,
+                ..
+            })
         ));
         assert!(WorkloadTrace::new(0.0, vec![series("a", 1)]).is_err());
     }

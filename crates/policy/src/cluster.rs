@@ -251,8 +251,8 @@ impl ClusterState {
     pub fn allocated_mips_with_incoming(&self, host: HostIndex) -> f64 {
         let h = &self.hosts[host];
         let mut mips = 0.0;
-        for &vm in &h.vms {
-            let allocated = h.cpu.allocated_mips(vm);
+        for (i, &vm) in h.vms.iter().enumerate() {
+            let allocated = h.cpu.allocated_mips_hint(vm, i);
             if h.is_migrating_in(vm) {
                 mips += allocated * 0.9 / 0.1;
             }

@@ -63,6 +63,9 @@ pub struct CpuShare {
     /// Capacity of the emulated hash table (it grows, never shrinks).
     table_capacity: usize,
     next_seq: u64,
+    /// Whether the free MIPS are already what a what-if probe would leave
+    /// (shares re-served in walk order since the last change).
+    probe_settled: bool,
     /// VMs seen migrating out of this host. Like CloudSim, an entry stays
     /// until the VM is next allocated here while not migrating, even after the
     /// VM has left: a VM that later migrates back in is then served at 90 %.
@@ -83,6 +86,7 @@ impl CpuShare {
             order,
             table_capacity: 0,
             next_seq: 0,
+            probe_settled: false,
             shares: Vec::new(),
             available_mips: total_mips,
             migrating_in: Vec::new(),
@@ -106,6 +110,15 @@ impl CpuShare {
             .iter()
             .find(|s| s.vm == vm)
             .map_or(0.0, |s| s.allocated_mips)
+    }
+
+    /// Like [`Self::allocated_mips`], trying position `hint` first (shares
+    /// usually sit in the same order as the host's VM list).
+    pub fn allocated_mips_hint(&self, vm: VmIndex, hint: usize) -> f64 {
+        match self.shares.get(hint) {
+            Some(share) if share.vm == vm => share.allocated_mips,
+            _ => self.allocated_mips(vm),
+        }
     }
 
     /// Whether `vm` is registered as migrating in.
@@ -144,6 +157,44 @@ impl CpuShare {
         }
     }
 
+    /// What a what-if allocation of `vm` that is undone at once leaves behind:
+    /// the migration marks, a possibly grown table, and the free MIPS
+    /// recomputed by re-serving every share in walk order.
+    ///
+    /// Equivalent to allocating and then deallocating `vm`, but the re-serving
+    /// is skipped when a previous probe already left the same state.
+    pub fn probe(&mut self, vm: VmIndex, requested_mips: f64, in_migration: bool) {
+        if self.shares.iter().any(|s| s.vm == vm) {
+            // Allocating an existing share and releasing it removes it.
+            self.allocate(vm, requested_mips, in_migration);
+            self.deallocate(vm);
+            return;
+        }
+        self.update_migration_marks(vm, in_migration);
+        self.next_seq += 1;
+        if self.grow_table_for(self.shares.len() + 1) {
+            self.probe_settled = false;
+        }
+        if !self.probe_settled {
+            self.reallocate_all();
+            self.probe_settled = true;
+        }
+    }
+
+    /// Grows the emulated hash table as `java.util.HashMap` would when it
+    /// holds `size` keys (16 buckets at the first key, doubled whenever the
+    /// size exceeds three quarters of them); returns whether it grew.
+    fn grow_table_for(&mut self, size: usize) -> bool {
+        let before = self.table_capacity;
+        if self.table_capacity == 0 && size > 0 {
+            self.table_capacity = 16;
+        }
+        while size > self.table_capacity / 4 * 3 {
+            self.table_capacity *= 2;
+        }
+        self.table_capacity != before
+    }
+
     /// Releases `vm`'s share and re-serves the others in order.
     pub fn deallocate(&mut self, vm: VmIndex) {
         let Some(pos) = self.shares.iter().position(|s| s.vm == vm) else {
@@ -151,10 +202,12 @@ impl CpuShare {
         };
         self.shares.remove(pos);
         self.reallocate_all();
+        self.probe_settled = true;
     }
 
     /// Releases every share (the migration marks stay).
     pub fn deallocate_all(&mut self) {
+        self.probe_settled = false;
         self.shares.clear();
         self.available_mips = self.total_mips;
     }
@@ -212,16 +265,10 @@ impl CpuShare {
                     allocated_mips: 0.0,
                 });
                 self.next_seq += 1;
-                // java.util.HashMap: 16 buckets at the first key, doubled
-                // whenever the size exceeds three quarters of them.
-                if self.table_capacity == 0 {
-                    self.table_capacity = 16;
-                }
-                if self.shares.len() > self.table_capacity / 4 * 3 {
-                    self.table_capacity *= 2;
-                }
+                self.grow_table_for(self.shares.len());
             }
         }
+        self.probe_settled = false;
         let is_in = self.migrating_in.contains(&vm);
         let reserved = if is_in { capped * 0.1 } else { capped };
         if self.available_mips >= reserved {
@@ -274,16 +321,27 @@ impl CpuShare {
 /// `String.hashCode` (s[0]*31^(n-1) + ... in wrapping 32-bit arithmetic),
 /// then `h ^ (h >>> 16)`.
 fn java_hash_map_spread(owner_id: u32, vm: VmIndex) -> u32 {
-    let mut h: i32 = 0;
-    let mut feed = |byte: u8| h = h.wrapping_mul(31).wrapping_add(byte as i32);
-    for b in owner_id.to_string().bytes() {
-        feed(b);
+    // String.hashCode of the decimal digits, '-', digits, without allocating.
+    fn feed_decimal(mut h: i32, n: u64) -> i32 {
+        let mut digits = [0u8; 20];
+        let mut len = 0;
+        let mut rest = n;
+        loop {
+            digits[len] = b'0' + (rest % 10) as u8;
+            len += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        for &d in digits[..len].iter().rev() {
+            h = h.wrapping_mul(31).wrapping_add(d as i32);
+        }
+        h
     }
-    feed(b'-');
-    for b in vm.to_string().bytes() {
-        feed(b);
-    }
-    let h = h as u32;
+    let h = feed_decimal(0, owner_id as u64);
+    let h = h.wrapping_mul(31).wrapping_add(b'-' as i32);
+    let h = feed_decimal(h, vm as u64) as u32;
     h ^ (h >> 16)
 }
 
@@ -315,6 +373,14 @@ mod tests {
     fn java_string_hash_matches_known_values() {
         // "2-0".hashCode() = 50 * 961 + 45 * 31 + 48 = 49493 (no high bits to spread).
         assert_eq!(java_hash_map_spread(2, 0), 49493);
+        // "2-1051".hashCode() = 48658925 (computed by hand: ((('2'*31+'-')*31+'1')*31+'0')*31+'5')*31+'1').
+        let h: i32 = "2-1051"
+            .bytes()
+            .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(b as i32));
+        assert_eq!(
+            java_hash_map_spread(2, 1051),
+            (h as u32) ^ ((h as u32) >> 16)
+        );
         // Walk order is by bucket, then by creation.
         let mut cpu = CpuShare::with_order(3720.0, 1860.0, ShareOrder::JavaHashMap { owner_id: 2 });
         for vm in [17, 3, 250] {

@@ -73,6 +73,10 @@ impl OverloadDetector {
         extra: Option<VmIndex>,
         scratch: &mut DetectorScratch,
     ) -> bool {
+        if extra.is_none() && cluster.hosts[host].vms.is_empty() {
+            // Nothing requested, no history: no detector fires.
+            return false;
+        }
         match *self {
             Self::Threshold(threshold) => threshold_exceeded(cluster, host, extra, threshold),
             Self::InterQuartileRange(safety) => {

@@ -8,6 +8,7 @@
 
 use crate::cluster::{ClusterState, HostIndex, VmIndex};
 use crate::detect::{DetectorScratch, OverloadDetector};
+use keel_model::HostSpec;
 
 /// A set of hosts, by index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,16 +71,30 @@ pub fn power_aware_best_fit(
     let in_migration = cluster.vms[vm].in_migration;
     let mut best = None;
     let mut min_power_increase = f64::MAX;
+    // Idle, empty hosts of one spec all score alike, and ties go to the
+    // first: only the first idle host of each spec needs scoring.
+    let mut idle_specs_seen: Vec<HostSpec> = Vec::new();
     for host in 0..cluster.hosts.len() {
-        if excluded.contains(host) || !cluster.is_suitable(host, vm) {
+        if excluded.contains(host) {
+            continue;
+        }
+        if is_idle_and_empty(cluster, host) {
+            let spec = cluster.hosts[host].spec;
+            if idle_specs_seen
+                .iter()
+                .any(|seen| same_fit_and_score(seen, &spec))
+            {
+                continue;
+            }
+            idle_specs_seen.push(spec);
+        }
+        if !cluster.is_suitable(host, vm) {
             continue;
         }
         let allocated = cluster.allocated_mips_with_incoming(host);
         let needs_overload_check = allocated != 0.0;
         if needs_overload_check {
-            cluster.hosts[host]
-                .cpu
-                .update_migration_marks(vm, in_migration);
+            cluster.hosts[host].cpu.probe(vm, requested, in_migration);
         }
         let h = &cluster.hosts[host];
         let after = (allocated + requested) / h.spec.total_mips();
@@ -99,6 +114,26 @@ pub fn power_aware_best_fit(
         }
     }
     best
+}
+
+/// Whether two idle hosts of these specs take the same VMs at the same score.
+fn same_fit_and_score(a: &HostSpec, b: &HostSpec) -> bool {
+    a.total_mips() == b.total_mips()
+        && a.core_mips == b.core_mips
+        && a.ram_mb == b.ram_mb
+        && a.bandwidth == b.bandwidth
+        && a.power.watts == b.power.watts
+}
+
+/// Whether `host` holds no VM, reserves nothing and used no CPU at the last
+/// update: its fit and score for any VM then depend on its spec alone.
+fn is_idle_and_empty(cluster: &ClusterState, host: HostIndex) -> bool {
+    let h = &cluster.hosts[host];
+    h.vms.is_empty()
+        && h.utilization_mips == 0.0
+        && h.cpu.available_mips() == h.spec.total_mips()
+        && h.ram_available_mb == h.spec.ram_mb
+        && h.bandwidth_available == h.spec.bandwidth
 }
 
 /// The first host (by index) where `vm` fits.

@@ -354,14 +354,21 @@ impl<'t, 'o> Engine<'t, 'o> {
 /// with CloudSim's float operations; past the last sample it holds.
 pub fn utilization_at(samples: &[f64], interval: f64, time: f64) -> f64 {
     let sample = |i: usize| samples[i.min(samples.len() - 1)];
-    if time % interval == 0.0 {
+    let position = time / interval;
+    // An exact multiple of the interval divides to an exact integer, so the
+    // (slow) remainder is only needed when the quotient is whole.
+    let lower = position as usize;
+    if lower as f64 == position && time % interval == 0.0 {
         return sample((time as i64 / interval as i64) as usize);
     }
-    let t1 = (time / interval).floor() as usize;
-    let t2 = (time / interval).ceil() as usize;
-    let (u1, u2) = (sample(t1), sample(t2));
-    let delta = (u2 - u1) / ((t2 - t1) as f64 * interval);
-    u1 + delta * (time - t1 as f64 * interval)
+    let upper = if lower as f64 == position {
+        lower
+    } else {
+        lower + 1
+    };
+    let (u1, u2) = (sample(lower), sample(upper));
+    let delta = (u2 - u1) / ((upper - lower) as f64 * interval);
+    u1 + delta * (time - lower as f64 * interval)
 }
 
 #[cfg(test)]
