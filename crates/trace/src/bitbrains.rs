@@ -506,6 +506,30 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_input_is_a_trace_or_an_error_never_a_panic(
+            rows in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "0", "300", "-1", "1e300", "NaN", "x", "", "9223372036854775807",
+                        "-9223372036854775808", "1372629804", "55.5", "126",
+                    ]),
+                    0..13,
+                ),
+                0..6,
+            )
+        ) {
+            let mut text = format!("{HEADER}\n");
+            for row in rows {
+                text.push_str(&row.join(";\t"));
+                text.push('\n');
+            }
+            let _ = read_vm(1, Path::new("p.csv"), text.as_bytes());
+            let _ = read_vm(1, Path::new("p.csv"), &text.as_bytes()[text.len() / 2..]);
+        }
+    }
+
     #[test]
     fn real_rnd_archive_loads() {
         let Some(traces) = crate::shared_traces_dir() else {

@@ -379,6 +379,18 @@ mod tests {
         assert!(matches!(err, TraceLoadError::NotFound { .. }), "{err}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_a_series_or_an_error_never_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)
+        ) {
+            let mut buf = Vec::new();
+            if let Ok(values) = parse_planetlab(&bytes[..], Path::new("p"), &mut buf) {
+                proptest::prop_assert_eq!(values.len(), PLANETLAB_SAMPLES);
+            }
+        }
+    }
+
     #[test]
     fn real_days_load_in_both_orders() {
         let Some(traces) = crate::shared_traces_dir() else {

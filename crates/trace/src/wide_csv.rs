@@ -271,6 +271,15 @@ mod tests {
         assert!(matches!(err, TraceLoadError::NotFound { .. }), "{err}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_trace_or_an_error_never_a_panic(text in "[0-9a-z,.\"\n\r -]{0,200}") {
+            if let Ok(t) = load_text(&text) {
+                proptest::prop_assert!(t.samples() > 0);
+            }
+        }
+    }
+
     #[test]
     fn real_azure_slices_load() {
         let Some(traces) = crate::shared_traces_dir() else {

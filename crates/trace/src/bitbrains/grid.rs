@@ -91,8 +91,8 @@ pub(super) fn align(
     if end - start > MAX_GRID_POINTS {
         return Err(TraceLoadError::TimeSpanTooLong {
             path: path.into(),
-            first_ts: start * STEP,
-            last_ts: end * STEP,
+            first_ts: start.saturating_mul(STEP),
+            last_ts: end.saturating_mul(STEP),
         });
     }
     let series = vms
