@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use keel_model::WorkloadTrace;
-use keel_policy::{paper_policies, ConsolidationPolicy};
+use keel_policy::{paper_policies, policy_grid, ConsolidationPolicy};
 use keel_sim::{RunReport, SimConfig, StepRecord};
 use keel_trace::{LoadOptions, TraceFormat, TraceOrder};
 use std::path::PathBuf;
@@ -28,7 +28,9 @@ pub struct SimArgs {
     order: String,
     /// Policy: `npa`, `dvfs`, DETECTOR-SELECTOR-PARAMETER (detectors thr, iqr,
     /// mad, lr, lrr; selectors mmt, mu, mc, rs; e.g. `lr-mmt-1.2`), a
-    /// comma-separated list of those, or `all` for the paper's comparison.
+    /// comma-separated list of those, `all` for the paper's comparison table
+    /// (Table V: NPA, DVFS and the MMT policies), or `grid` for every
+    /// detector crossed with every VM selection.
     #[arg(long, default_value = "lr-mmt-1.2")]
     policy: String,
     /// Output format.
@@ -79,8 +81,10 @@ pub fn run(args: SimArgs) -> Result<()> {
 }
 
 fn parse_policies(spec: &str) -> Result<Vec<ConsolidationPolicy>> {
-    if spec.trim().eq_ignore_ascii_case("all") {
-        return Ok(paper_policies());
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "all" => return Ok(paper_policies()),
+        "grid" => return Ok(policy_grid()),
+        _ => {}
     }
     spec.split(',')
         .map(|name| {

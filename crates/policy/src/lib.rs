@@ -22,7 +22,7 @@ pub use cluster::{ClusterState, HostIndex, HostState, VmIndex, VmState};
 pub use consolidate::{ConsolidationPolicy, Consolidator, Migration};
 pub use detect::OverloadDetector;
 pub use select::VmSelector;
-pub use spec::paper_policies;
+pub use spec::{paper_policies, policy_grid};
 
 /// Why a policy could not decide.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -42,6 +42,8 @@ pub(crate) struct Engine<'t, 'o> {
     consolidator: Consolidator,
     power_aware: bool,
     alive: Vec<bool>,
+    /// Per host: whether its latest recorded state is inactive.
+    recorded_asleep: Vec<bool>,
     metrics: MetricsCollector,
     last_process_time: f64,
     energy_joules: f64,
@@ -77,6 +79,7 @@ impl<'t, 'o> Engine<'t, 'o> {
             consolidator: Consolidator::new(policy, seed),
             power_aware: policy != ConsolidationPolicy::NonPowerAware,
             alive: vec![false; vm_count],
+            recorded_asleep: vec![false; hosts],
             metrics: MetricsCollector::new(hosts, vm_count),
             last_process_time: 0.0,
             energy_joules: 0.0,
@@ -193,6 +196,17 @@ impl<'t, 'o> Engine<'t, 'o> {
             }
         }
         for host in 0..self.cluster.hosts.len() {
+            let h = &self.cluster.hosts[host];
+            // An empty host that was, is recorded as, and stays asleep adds
+            // nothing: another inactive entry changes no metric. (Its first
+            // inactive entry does count, as a shutdown.)
+            if self.recorded_asleep[host]
+                && h.vms.is_empty()
+                && h.utilization_mips == 0.0
+                && h.previous_utilization_mips == 0.0
+            {
+                continue;
+            }
             self.update_host(host, now);
         }
         if dt > 0.0 {
@@ -267,6 +281,7 @@ impl<'t, 'o> Engine<'t, 'o> {
             host_requested += requested;
         }
         let (used, active) = (h.utilization_mips, h.utilization_mips > 0.0);
+        self.recorded_asleep[host] = !active;
         self.metrics
             .host_entry(host, now, used, host_requested, active);
     }
