@@ -14,7 +14,7 @@
 
 use crate::cluster::{ClusterState, HostIndex, VmIndex};
 use crate::detect::{DetectorScratch, OverloadDetector};
-use crate::placement::{first_fit, power_aware_best_fit, HostSet};
+use crate::placement::{first_fit, power_aware_best_fit, HostCandidates, HostSet};
 use crate::select::{SelectorState, VmSelector};
 use crate::PolicyError;
 use serde::Serialize;
@@ -51,6 +51,8 @@ pub struct Consolidator {
     policy: ConsolidationPolicy,
     selector_state: SelectorState,
     scratch: DetectorScratch,
+    /// Hosts worth scanning for new VMs (reset by each round).
+    new_vm_candidates: Option<HostCandidates>,
 }
 
 impl Consolidator {
@@ -60,6 +62,7 @@ impl Consolidator {
             policy,
             selector_state: SelectorState::new(seed),
             scratch: DetectorScratch::default(),
+            new_vm_candidates: None,
         }
     }
 
@@ -81,7 +84,17 @@ impl Consolidator {
             }
             ConsolidationPolicy::Dynamic { detector, .. } => {
                 let none = HostSet::new(cluster.hosts.len());
-                power_aware_best_fit(cluster, vm, &none, &detector, &mut self.scratch)
+                let candidates = self
+                    .new_vm_candidates
+                    .get_or_insert_with(|| HostCandidates::new(cluster));
+                let hosts = candidates.select(cluster, &none, false).to_vec();
+                let target =
+                    power_aware_best_fit(cluster, vm, &hosts, &none, &detector, &mut self.scratch);
+                // The caller creates the VM there: the host is no longer idle.
+                if let (Some(host), Some(candidates)) = (target, self.new_vm_candidates.as_mut()) {
+                    candidates.note_used(host);
+                }
+                target
             }
         }
     }
@@ -91,6 +104,7 @@ impl Consolidator {
         let ConsolidationPolicy::Dynamic { detector, selector } = self.policy else {
             return Ok(Vec::new());
         };
+        self.new_vm_candidates = None;
         let hosts = cluster.hosts.len();
         let overloaded: Vec<HostIndex> = (0..hosts)
             .filter(|&h| detector.is_overloaded(cluster, h, None, &mut self.scratch))
@@ -112,8 +126,22 @@ impl Consolidator {
             excluded.insert(host);
         }
         let mut migrations = Vec::new();
-        self.place_each(cluster, to_migrate, &excluded, &detector, &mut migrations);
-        self.drain_underloaded(cluster, &overloaded, &detector, &mut migrations);
+        let mut candidates = HostCandidates::new(cluster);
+        self.place_each(
+            cluster,
+            to_migrate,
+            &excluded,
+            &detector,
+            &mut candidates,
+            &mut migrations,
+        );
+        self.drain_underloaded(
+            cluster,
+            &overloaded,
+            &detector,
+            &mut candidates,
+            &mut migrations,
+        );
 
         restore_allocation(cluster, &saved)?;
         Ok(migrations)
@@ -126,34 +154,41 @@ impl Consolidator {
         mut vms: Vec<VmIndex>,
         excluded: &HostSet,
         detector: &OverloadDetector,
+        candidates: &mut HostCandidates,
         out: &mut Vec<Migration>,
     ) {
         sort_by_cpu_use(cluster, &mut vms);
         for vm in vms {
+            let hosts = candidates.select(cluster, excluded, false);
             if let Some(target) =
-                power_aware_best_fit(cluster, vm, excluded, detector, &mut self.scratch)
+                power_aware_best_fit(cluster, vm, hosts, excluded, detector, &mut self.scratch)
             {
                 cluster.vm_create(target, vm);
+                candidates.note_used(target);
                 out.push(Migration { vm, target });
             }
         }
     }
 
     /// PABFD over `vms`, all or nothing: on the first VM that fits nowhere,
-    /// every tentative placement of this batch is undone.
+    /// every tentative placement of this batch is undone. Every idle host
+    /// must be in `excluded` (the caller excludes sleeping hosts).
     fn place_all(
         &mut self,
         cluster: &mut ClusterState,
         mut vms: Vec<VmIndex>,
         excluded: &HostSet,
         detector: &OverloadDetector,
+        candidates: &mut HostCandidates,
     ) -> Vec<Migration> {
         sort_by_cpu_use(cluster, &mut vms);
         let mut placed = Vec::with_capacity(vms.len());
         for vm in vms {
-            match power_aware_best_fit(cluster, vm, excluded, detector, &mut self.scratch) {
+            let hosts = candidates.select(cluster, excluded, true);
+            match power_aware_best_fit(cluster, vm, hosts, excluded, detector, &mut self.scratch) {
                 Some(target) => {
                     cluster.vm_create(target, vm);
+                    candidates.note_used(target);
                     placed.push(Migration { vm, target });
                 }
                 None => {
@@ -172,6 +207,7 @@ impl Consolidator {
         cluster: &mut ClusterState,
         overloaded: &[HostIndex],
         detector: &OverloadDetector,
+        candidates: &mut HostCandidates,
         out: &mut Vec<Migration>,
     ) {
         let hosts = cluster.hosts.len();
@@ -202,7 +238,7 @@ impl Consolidator {
             if vms.is_empty() {
                 continue;
             }
-            let placed = self.place_all(cluster, vms, &not_target, detector);
+            let placed = self.place_all(cluster, vms, &not_target, detector, candidates);
             for m in &placed {
                 not_drainable.insert(m.target);
             }

@@ -6,53 +6,14 @@
 //! The scan order, the strict `<` on the power increase and the rule that an
 //! empty host is not checked for overload follow CloudSim 3.0.3.
 
+use crate::candidates::{is_idle_and_empty, same_fit_and_score};
+pub use crate::candidates::{HostCandidates, HostSet};
 use crate::cluster::{ClusterState, HostIndex, VmIndex};
 use crate::detect::{DetectorScratch, OverloadDetector};
 use keel_model::HostSpec;
 
-/// A set of hosts, by index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostSet {
-    member: Vec<bool>,
-    len: usize,
-}
-
-impl HostSet {
-    /// An empty set over `hosts` hosts.
-    pub fn new(hosts: usize) -> Self {
-        Self {
-            member: vec![false; hosts],
-            len: 0,
-        }
-    }
-
-    /// Adds `host`; returns whether it was new.
-    pub fn insert(&mut self, host: HostIndex) -> bool {
-        let new = !self.member[host];
-        if new {
-            self.member[host] = true;
-            self.len += 1;
-        }
-        new
-    }
-
-    /// Whether `host` is in the set.
-    pub fn contains(&self, host: HostIndex) -> bool {
-        self.member[host]
-    }
-
-    /// Number of hosts in the set.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-/// The host whose power draw rises least when `vm` is added, skipping
+/// The host whose power draw rises least when `vm` is added, among
+/// `candidates` (ascending host indices; see [`HostCandidates`]), skipping
 /// `excluded` hosts, hosts where it does not fit, and non-empty hosts that
 /// `detector` finds over-utilised with the VM added.
 ///
@@ -63,6 +24,7 @@ impl HostSet {
 pub fn power_aware_best_fit(
     cluster: &mut ClusterState,
     vm: VmIndex,
+    candidates: &[HostIndex],
     excluded: &HostSet,
     detector: &OverloadDetector,
     scratch: &mut DetectorScratch,
@@ -74,7 +36,7 @@ pub fn power_aware_best_fit(
     // Idle, empty hosts of one spec all score alike, and ties go to the
     // first: only the first idle host of each spec needs scoring.
     let mut idle_specs_seen: Vec<HostSpec> = Vec::new();
-    for host in 0..cluster.hosts.len() {
+    for &host in candidates {
         if excluded.contains(host) {
             continue;
         }
@@ -114,26 +76,6 @@ pub fn power_aware_best_fit(
         }
     }
     best
-}
-
-/// Whether two idle hosts of these specs take the same VMs at the same score.
-fn same_fit_and_score(a: &HostSpec, b: &HostSpec) -> bool {
-    a.total_mips() == b.total_mips()
-        && a.core_mips == b.core_mips
-        && a.ram_mb == b.ram_mb
-        && a.bandwidth == b.bandwidth
-        && a.power.watts == b.power.watts
-}
-
-/// Whether `host` holds no VM, reserves nothing and used no CPU at the last
-/// update: its fit and score for any VM then depend on its spec alone.
-fn is_idle_and_empty(cluster: &ClusterState, host: HostIndex) -> bool {
-    let h = &cluster.hosts[host];
-    h.vms.is_empty()
-        && h.utilization_mips == 0.0
-        && h.cpu.available_mips() == h.spec.total_mips()
-        && h.ram_available_mb == h.spec.ram_mb
-        && h.bandwidth_available == h.spec.bandwidth
 }
 
 /// The first host (by index) where `vm` fits.
