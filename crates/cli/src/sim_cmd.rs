@@ -51,6 +51,9 @@ pub struct SimArgs {
 }
 
 pub fn run(args: SimArgs) -> Result<()> {
+    if args.hosts == 0 {
+        anyhow::bail!("--hosts must be at least 1, got 0");
+    }
     let policies = parse_policies(&args.policy)?;
     if args.step_trace.is_some() && policies.len() != 1 {
         anyhow::bail!(

@@ -511,7 +511,7 @@ fn zero_hosts() {
         "--hosts".as_ref(),
         "0".as_ref(),
     ]);
-    assert_one_line_error(&out, &["at least one host"]);
+    assert_one_line_error(&out, &["--hosts", "at least 1"]);
 }
 
 #[test]

@@ -271,6 +271,34 @@ impl ClusterState {
         total
     }
 
+    /// The first `n` values of [`Self::utilization_history`] in `out`
+    /// (computed the same way, so bit-identical), and the length the whole
+    /// trimmed history would have. Cheaper when `n` is small: a sum of
+    /// non-negative terms is zero only where every term is, so the trimmed
+    /// length is the longest VM history up to its last non-zero value.
+    pub fn utilization_history_prefix(
+        &self,
+        host: HostIndex,
+        extra: Option<VmIndex>,
+        n: usize,
+        out: &mut Vec<f64>,
+    ) -> usize {
+        out.clear();
+        out.resize(n.min(VM_HISTORY_LENGTH), 0.0);
+        let host_mips = self.hosts[host].spec.total_mips();
+        let mut length = 1;
+        for &vm in self.hosts[host].vms.iter().chain(extra.iter()) {
+            let v = &self.vms[vm];
+            for (slot, &u) in out.iter_mut().zip(&v.history) {
+                *slot += u * v.spec.mips / host_mips;
+            }
+            if let Some(last) = v.history.iter().rposition(|&u| u != 0.0) {
+                length = length.max(last + 1);
+            }
+        }
+        length
+    }
+
     /// The host's utilisation history (newest first): the VMs' histories
     /// weighted by VM MIPS over host MIPS, with `extra` added last, trailing
     /// zeros trimmed (an all-zero history keeps one value).

@@ -122,8 +122,11 @@ fn regression_forecast_exceeds(
     safety: f64,
     scratch: &mut DetectorScratch,
 ) -> bool {
-    cluster.utilization_history(host, extra, &mut scratch.history);
-    if scratch.history.len() < REGRESSION_WINDOW {
+    // Only the newest 10 values matter, and whether the trimmed history
+    // reaches 10 values at all.
+    let length =
+        cluster.utilization_history_prefix(host, extra, REGRESSION_WINDOW, &mut scratch.history);
+    if length < REGRESSION_WINDOW {
         return threshold_exceeded(cluster, host, extra, FALLBACK_THRESHOLD);
     }
     // Oldest to newest, x = 1..=10.

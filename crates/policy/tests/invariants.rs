@@ -174,3 +174,22 @@ proptest! {
         prop_assert_eq!(all, expected);
     }
 }
+
+proptest! {
+    #[test]
+    fn history_prefix_agrees_with_the_full_history(cluster in cluster_strategy(), n in 1usize..30) {
+        let mut full = Vec::new();
+        let mut prefix = Vec::new();
+        for host in 0..cluster.hosts.len() {
+            for extra in [None, Some(0)] {
+                cluster.utilization_history(host, extra, &mut full);
+                let length = cluster.utilization_history_prefix(host, extra, n, &mut prefix);
+                prop_assert_eq!(length, full.len());
+                for (i, v) in prefix.iter().enumerate() {
+                    let expected = full.get(i).copied().unwrap_or(0.0);
+                    prop_assert_eq!(v.to_bits(), expected.to_bits());
+                }
+            }
+        }
+    }
+}
