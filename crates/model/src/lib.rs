@@ -6,10 +6,16 @@
 //! is `keel-trace`'s job, deciding anything is `keel-policy`'s.
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod power;
+pub mod resources;
+pub mod rules;
 pub mod spec;
 pub mod trace;
 
+pub use cluster::{Cluster, ClusterError, ClusterSnapshot, HostId, HostInfo, VmId, VmInfo};
 pub use power::{PowerModel, PowerModelError};
+pub use resources::{Resource, Resources};
+pub use rules::{CompiledRules, Overcommit, RuleError, Rules, VmHostKind};
 pub use spec::{HostSpec, VmSpec};
 pub use trace::{ResourceUsage, TraceError, VmSeries, WorkloadTrace};
