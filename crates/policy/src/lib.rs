@@ -9,6 +9,7 @@
 //! where the PlanetLab benchmark depends on it; each such place says so.
 #![deny(missing_docs)]
 
+pub mod balance;
 pub mod candidates;
 pub mod cluster;
 pub mod consolidate;
