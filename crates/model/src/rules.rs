@@ -154,10 +154,14 @@ pub struct CompiledRules {
     pub affinity_groups: Vec<Vec<VmId>>,
     /// Per VM: its affinity group.
     pub affinity_of: Vec<Option<usize>>,
+    /// Per affinity group: the names of the rules merged into it.
+    pub affinity_names: Vec<String>,
     /// Anti-affinity groups.
     pub anti_affinity_groups: Vec<Vec<VmId>>,
     /// Per VM: the anti-affinity groups it is in.
     pub anti_affinity_of: Vec<Vec<usize>>,
+    /// Per anti-affinity group: its rule name.
+    pub anti_affinity_names: Vec<String>,
     /// Per VM: soft preferences.
     pub soft: Vec<Vec<SoftPreference>>,
     /// Per host: in maintenance.
@@ -311,6 +315,7 @@ impl Rules {
         // Merge overlapping affinity groups (together is transitive).
         let mut group_of: Vec<Option<usize>> = vec![None; n_vms];
         let mut groups: Vec<Vec<VmId>> = Vec::new();
+        let mut names: Vec<Vec<String>> = Vec::new();
         for rule in &self.affinity {
             let vms = resolve_vms(cluster, &rule.name, &rule.vms)?;
             let mut target: Option<usize> = None;
@@ -324,6 +329,8 @@ impl Rules {
                                 group_of[m.index()] = Some(t);
                             }
                             groups[t].extend(moved);
+                            let moved_names = std::mem::take(&mut names[g]);
+                            names[t].extend(moved_names);
                         }
                         _ => {}
                     }
@@ -331,8 +338,10 @@ impl Rules {
             }
             let t = target.unwrap_or_else(|| {
                 groups.push(Vec::new());
+                names.push(Vec::new());
                 groups.len() - 1
             });
+            names[t].push(rule.name.clone());
             for vm in vms {
                 if group_of[vm.index()] != Some(t) {
                     group_of[vm.index()] = Some(t);
@@ -341,8 +350,9 @@ impl Rules {
             }
         }
         // Renumber non-empty groups and check each can live on some host.
-        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        for (group, group_names) in groups.into_iter().zip(names).filter(|(g, _)| !g.is_empty()) {
             let id = out.affinity_groups.len();
+            out.affinity_names.push(group_names.join("+"));
             let mut common = vec![true; n_hosts];
             for vm in &group {
                 out.affinity_of[vm.index()] = Some(id);
@@ -384,6 +394,7 @@ impl Rules {
                 out.anti_affinity_of[a.index()].push(id);
             }
             out.anti_affinity_groups.push(vms);
+            out.anti_affinity_names.push(rule.name.clone());
         }
         for (vm, allowed) in out.allowed.iter().enumerate() {
             if let Some(a) = allowed {

@@ -38,6 +38,14 @@ pub enum PolicyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A setting is out of range.
+    #[error("invalid setting {setting}: {value}")]
+    InvalidSetting {
+        /// Which setting.
+        setting: String,
+        /// The value given.
+        value: String,
+    },
     /// A VM could not be put back where it was after a what-if round.
     #[error("could not restore VM {vm} on host {host} after a consolidation round")]
     RestoreFailed {
