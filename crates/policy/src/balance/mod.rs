@@ -7,6 +7,8 @@
 //! current time, and returns a [`Plan`]. The simulator and the daemon drive
 //! the same code.
 
+pub mod demand;
+pub mod entitlement;
 pub mod imbalance;
 pub mod load;
 pub mod plan;
