@@ -7,6 +7,7 @@
 //! current time, and returns a [`Plan`]. The simulator and the daemon drive
 //! the same code.
 
+pub mod baselines;
 pub mod demand;
 pub mod entitlement;
 pub mod imbalance;
