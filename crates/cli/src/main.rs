@@ -3,10 +3,13 @@
 //! logic of its own.
 //!
 //! Exit codes: 0 success, 1 a command failed (bad input, failed run),
-//! 2 bad usage (clap).
+//! 2 bad usage (clap), 3 `keel plan` made a plan but left mandatory moves
+//! unresolved.
 #![forbid(unsafe_code)]
 
+mod gen_cmd;
 mod output;
+mod plan_cmd;
 mod reference;
 mod sim_cmd;
 
@@ -30,16 +33,33 @@ enum Command {
     /// Run every row of CloudSim's reference results and print Keel's figures
     /// beside CloudSim's as a Markdown report (used for docs/benchmarks.md).
     Reference(reference::ReferenceArgs),
+    /// Generate synthetic inputs: `keel gen cluster --hosts N --vms M --seed S`.
+    Gen(gen_cmd::GenArgs),
+    /// Plan one balancing round for a cluster state and print the moves.
+    ///
+    /// Reads the state (JSON, as `keel gen cluster` writes it) and optional
+    /// rules (TOML, see examples/rules.toml), plans with Keel's balancer (or
+    /// the exact mode, or a baseline), and prints the moves by wave, the
+    /// imbalance before and after, the predicted host loads, the mandatory
+    /// moves that cannot be made, and plan_ms (the planning call alone).
+    ///
+    /// Exit codes: 0 a plan was made; 1 bad input (the message names the
+    /// file and line, or the item at fault); 2 bad usage; 3 a plan was made
+    /// and printed, but some mandatory moves (evacuations, broken hard rules)
+    /// are unresolved: they cannot be made without breaking a rule.
+    Plan(plan_cmd::PlanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sim(args) => sim_cmd::run(args),
-        Command::Reference(args) => reference::run(args),
+        Command::Sim(args) => sim_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Reference(args) => reference::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Gen(args) => gen_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Plan(args) => plan_cmd::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("keel: error: {err:#}");
             ExitCode::from(1)

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod engine;
+pub mod generate;
 pub mod metrics;
 pub mod scenario;
 

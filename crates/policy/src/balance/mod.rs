@@ -10,6 +10,7 @@
 pub mod baselines;
 pub mod demand;
 pub mod entitlement;
+pub mod exact;
 pub mod imbalance;
 pub mod load;
 pub mod plan;
