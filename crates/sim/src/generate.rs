@@ -64,7 +64,8 @@
 //!
 //! Names: hosts `host-0001`, `host-0002`, ...; VMs `vm-00001`, `vm-00002`, ...
 
-use keel_model::{ClusterSnapshot, HostInfo, Overcommit, Resources, VmInfo, DEFAULT_SHARES};
+use keel_model::cluster::DEFAULT_SHARES;
+use keel_model::{ClusterSnapshot, HostInfo, Overcommit, Resources, VmInfo};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
