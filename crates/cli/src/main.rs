@@ -7,6 +7,7 @@
 //! unresolved.
 #![forbid(unsafe_code)]
 
+mod balance_cmd;
 mod gen_cmd;
 mod output;
 mod plan_cmd;

@@ -36,9 +36,31 @@ pub struct SimArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
-    /// Number of hosts (half HP ProLiant G4, half G5).
-    #[arg(long, default_value_t = keel_sim::scenario::PLANETLAB_HOSTS)]
-    hosts: usize,
+    /// What to simulate: `consolidate` (the PlanetLab benchmark: energy,
+    /// SLA) or `balance` (load balancing on identical hosts).
+    #[arg(long, value_enum, default_value_t = Mode::Consolidate)]
+    mode: Mode,
+    /// Bitbrains traces: `common` keeps the window every VM covers, `full`
+    /// the whole span (idle before a VM starts and after it stops).
+    #[arg(long, value_enum, default_value_t = Window::Common)]
+    bitbrains_window: Window,
+    /// Number of hosts. consolidate: 800 (half HP ProLiant G4, half G5);
+    /// balance: one host per 20 VMs (at least 2), sized as docs/balancer.md says.
+    #[arg(long)]
+    hosts: Option<usize>,
+    /// Balance mode: `keel`, `crs`, `proxlb`, `watcher`, `none`, a
+    /// comma-separated list, or `all`.
+    #[arg(long, default_value = "keel")]
+    balancer: String,
+    /// Balance mode: seconds between balancing rounds (default: the trace's interval).
+    #[arg(long, value_name = "SECONDS")]
+    interval: Option<f64>,
+    /// Balance mode: vCPUs per physical core the hosts are sized for.
+    #[arg(long, value_name = "RATIO", default_value_t = 2.0)]
+    vcpus_per_core: f64,
+    /// Balance mode: bandwidth of one migration, bytes per second.
+    #[arg(long, value_name = "BYTES_PER_SECOND", default_value_t = 1.25e9)]
+    migration_bandwidth: f64,
     /// Seed for random VM selection (`rs`).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -50,10 +72,32 @@ pub struct SimArgs {
     step_trace: Option<PathBuf>,
 }
 
+/// Which part of a Bitbrains trace to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Window {
+    /// Only the time every VM covers.
+    Common,
+    /// Everything, VMs idle outside their own span.
+    Full,
+}
+
+/// What `keel sim` simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Dynamic consolidation (the PlanetLab benchmark).
+    Consolidate,
+    /// Multi-resource load balancing.
+    Balance,
+}
+
 pub fn run(args: SimArgs) -> Result<()> {
-    if args.hosts == 0 {
+    if args.hosts == Some(0) {
         anyhow::bail!("--hosts must be at least 1, got 0");
     }
+    if args.mode == Mode::Balance {
+        return run_balance_mode(&args);
+    }
+    let hosts = args.hosts.unwrap_or(keel_sim::scenario::PLANETLAB_HOSTS);
     let policies = parse_policies(&args.policy)?;
     if args.step_trace.is_some() && policies.len() != 1 {
         anyhow::bail!(
@@ -65,7 +109,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     let configs: Vec<SimConfig> = policies
         .into_iter()
         .map(|policy| SimConfig {
-            hosts: args.hosts,
+            hosts,
             seed: args.seed,
             ..SimConfig::planetlab(policy)
         })
@@ -81,6 +125,39 @@ pub fn run(args: SimArgs) -> Result<()> {
     };
     let peak = output::peak_memory_bytes();
     output::print_reports(&reports, args.format, peak)
+}
+
+fn run_balance_mode(args: &SimArgs) -> Result<()> {
+    let names = crate::balance_cmd::parse_balancers(&args.balancer)?;
+    if !(args.migration_bandwidth.is_finite() && args.migration_bandwidth > 0.0) {
+        anyhow::bail!(
+            "--migration-bandwidth must be a positive number of bytes per second, got {}",
+            args.migration_bandwidth
+        );
+    }
+    if let Some(interval) = args.interval {
+        if !(interval.is_finite() && interval > 0.0) {
+            anyhow::bail!("--interval must be a positive number of seconds, got {interval}");
+        }
+    }
+    let trace = load_trace(args)?;
+    let hosts = args
+        .hosts
+        .unwrap_or_else(|| trace.vms.len().div_ceil(20).max(2));
+    let mut config = keel_sim::balance::BalanceSimConfig::new(hosts);
+    config.interval_seconds = args.interval;
+    if !(args.vcpus_per_core.is_finite() && args.vcpus_per_core > 0.0) {
+        anyhow::bail!(
+            "--vcpus-per-core must be a positive number, got {}",
+            args.vcpus_per_core
+        );
+    }
+    config.setup.cpu_overcommit = args.vcpus_per_core;
+    config.migration_bandwidth_bytes_per_second = args.migration_bandwidth;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    crate::balance_cmd::run(&trace, &names, &config, args.format, jobs)
 }
 
 fn parse_policies(spec: &str) -> Result<Vec<ConsolidationPolicy>> {
@@ -109,6 +186,10 @@ fn load_trace(args: &SimArgs) -> Result<WorkloadTrace> {
     let options = LoadOptions {
         format: args.trace_format,
         order,
+        alignment: match args.bitbrains_window {
+            Window::Common => keel_trace::Alignment::CommonWindow,
+            Window::Full => keel_trace::Alignment::FullSpan,
+        },
         ..LoadOptions::default()
     };
     Ok(keel_trace::load(path, &options)?)

@@ -13,7 +13,9 @@ pub mod rules;
 pub mod spec;
 pub mod trace;
 
-pub use cluster::{Cluster, ClusterError, ClusterSnapshot, HostId, HostInfo, VmId, VmInfo};
+pub use cluster::{
+    Cluster, ClusterError, ClusterSnapshot, HostId, HostInfo, VmId, VmInfo, DEFAULT_SHARES,
+};
 pub use power::{PowerModel, PowerModelError};
 pub use resources::{Resource, Resources};
 pub use rules::{CompiledRules, Overcommit, RuleError, Rules, VmHostKind};

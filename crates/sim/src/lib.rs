@@ -11,6 +11,7 @@
 //! runs it, so that Keel's figures can be checked against CloudSim's.
 #![deny(missing_docs)]
 
+pub mod balance;
 mod engine;
 pub mod generate;
 pub mod metrics;
@@ -51,6 +52,9 @@ pub enum SimError {
     /// The run was asked for zero hosts.
     #[error("a simulation needs at least one host")]
     NoHosts,
+    /// The simulated cluster could not be set up.
+    #[error("cannot set up the simulated cluster: {0}")]
+    Setup(String),
 }
 
 /// What to simulate.

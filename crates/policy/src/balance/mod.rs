@@ -8,16 +8,24 @@
 //! the same code.
 
 pub mod baselines;
+pub mod constraints;
+pub mod cost;
 pub mod demand;
 pub mod entitlement;
 pub mod exact;
 pub mod imbalance;
 pub mod load;
+pub mod objective;
+pub mod placement;
 pub mod plan;
+pub mod planner;
+pub mod validate;
+pub mod waves;
 
 pub use imbalance::{Imbalance, ResourceWeights};
 pub use load::HostLoads;
 pub use plan::{MoveReason, Plan, PlannedMove, Unresolved};
+pub use planner::{plan_to_target, KeelBalancer, PlannerConfig};
 
 use crate::PolicyError;
 use keel_model::{Cluster, CompiledRules, HostId, VmId};

@@ -1,10 +1,14 @@
 //! What the planner minimises: the weighted imbalance plus a penalty for hot
 //! hosts, evaluated incrementally for a candidate move.
 //!
-//! F = imbalance (std-dev form) + hot_weight x sum over hosts and resources
-//! of weight x max(0, load - hot_threshold)^2. The imbalance term spreads
-//! load; the hot term makes the planner empty hosts above the threshold
-//! first (an even cluster can still have every host at 99 %).
+//! F = spread + hot_weight x sum over hosts and resources of
+//! weight x max(0, load - hot_threshold)^2, where spread is the weighted mean
+//! over resources of the sum over hosts of (load - mean load)^2. Both terms
+//! are sums over hosts of squared loads, so one move changes F by an amount
+//! that does not shrink as the cluster grows (a standard deviation does, as
+//! 1/n): the same cost weight and level thresholds serve 5 hosts and 10,000.
+//! The spread term evens load out; the hot term makes the planner empty
+//! hosts above the threshold first (an even cluster can have every host at 99 %).
 
 use super::imbalance::{combine, counts, moments, LoadMoments, ResourceWeights};
 use super::load::HostLoads;
@@ -61,7 +65,7 @@ impl Objective {
 
     /// Current value of F.
     pub fn value(&self) -> f64 {
-        combine(&self.moments, &self.weights.resources).0 + self.weights.hot_weight * self.hot
+        spread(&self.moments, &self.weights.resources) + self.weights.hot_weight * self.hot
     }
 
     /// The std-dev imbalance alone.
@@ -101,7 +105,34 @@ impl Objective {
             + self.host_hot(&new_to, t);
         let (imbalance, _) = combine(&m, &self.weights.resources);
         Evaluation {
-            value: imbalance + self.weights.hot_weight * hot,
+            value: spread(&m, &self.weights.resources) + self.weights.hot_weight * hot,
+            imbalance,
+            moments: m,
+            hot,
+        }
+    }
+
+    /// F and imbalance if `host`'s demand grew by `delta` (a VM arriving
+    /// from outside the cluster).
+    pub fn evaluate_arrival(
+        &self,
+        loads: &HostLoads,
+        host: HostId,
+        delta: Resources,
+    ) -> Evaluation {
+        let h = host.index();
+        let old = loads.load(host);
+        let new = (loads.demand[h] + delta).fraction_of(loads.capacity[h]);
+        let mut m = self.moments;
+        for (i, r) in Resource::ALL.into_iter().enumerate() {
+            if self.participates[h][i] {
+                m[i] = m[i].replaced(old.get(r), new.get(r));
+            }
+        }
+        let hot = self.hot - self.host_hot(&old, h) + self.host_hot(&new, h);
+        let (imbalance, _) = combine(&m, &self.weights.resources);
+        Evaluation {
+            value: spread(&m, &self.weights.resources) + self.weights.hot_weight * hot,
             imbalance,
             moments: m,
             hot,
@@ -135,6 +166,26 @@ impl Objective {
         } else {
             0.0
         }
+    }
+}
+
+/// Weighted mean over resources of the sum of squared deviations of host
+/// loads from their mean (n times the variance).
+fn spread(m: &[LoadMoments; 4], weights: &super::imbalance::ResourceWeights) -> f64 {
+    let (mut sum, mut total) = (0.0, 0.0);
+    for (i, r) in Resource::ALL.into_iter().enumerate() {
+        if m[i].n == 0 {
+            continue;
+        }
+        let w = weights.get(r);
+        let n = m[i].n as f64;
+        sum += w * (m[i].sum_sq - m[i].sum * m[i].sum / n).max(0.0);
+        total += w;
+    }
+    if total > 0.0 {
+        sum / total
+    } else {
+        0.0
     }
 }
 

@@ -32,14 +32,14 @@ pub struct PlannerConfig {
     pub weights: ResourceWeights,
     /// At most this many moves per plan; 0 = twice the number of hosts, at most 1000.
     pub max_moves: usize,
-    /// Load above which a host counts as hot (default 0.9).
+    /// Load above which a host counts as hot (default 0.85).
     pub hot_threshold: f64,
     /// Weight of the hot-host penalty (default 10).
     pub hot_weight: f64,
     /// Seconds a new placement is expected to last; benefits are held this
     /// long, and a moved VM is not moved again within it (default 3600).
     pub stability_window_seconds: f64,
-    /// Objective units one second of migration costs (default 0.001).
+    /// Objective units (squared load) one second of migration costs (default 0.008).
     pub migration_cost_weight: f64,
     /// Migration time model.
     pub cost_model: MigrationCostModel,
@@ -59,10 +59,10 @@ impl Default for PlannerConfig {
             level: 3,
             weights: ResourceWeights::default(),
             max_moves: 0,
-            hot_threshold: 0.9,
+            hot_threshold: 0.85,
             hot_weight: 10.0,
             stability_window_seconds: 3600.0,
-            migration_cost_weight: 0.001,
+            migration_cost_weight: 0.008,
             cost_model: MigrationCostModel::default(),
             per_host_concurrency: 2,
             per_cluster_concurrency: 8,
@@ -73,8 +73,9 @@ impl Default for PlannerConfig {
 }
 
 impl PlannerConfig {
-    /// Normalised imbalance under which level `level` stops balancing.
-    pub fn target_normalized_imbalance(&self) -> f64 {
+    /// Imbalance (weighted standard deviation of host loads) under which
+    /// level `level` stops balancing when no host is hot.
+    pub fn target_imbalance(&self) -> f64 {
         match self.level {
             0 | 1 => f64::INFINITY,
             2 => 0.2,
@@ -84,14 +85,15 @@ impl PlannerConfig {
         }
     }
 
-    /// The smallest drop in F (per unit of objective) a balancing move must
-    /// bring at this level, before its cost.
+    /// The smallest drop in F (a sum of squared loads) a balancing move must
+    /// bring at this level, before its cost. Moving load so that two hosts at
+    /// 80 % and 60 % end at 75 % and 65 % gains 0.015.
     pub fn min_gain(&self) -> f64 {
         match self.level {
             0 | 1 => f64::INFINITY,
-            2 => 0.01,
-            3 => 0.002,
-            4 => 0.0005,
+            2 => 0.02,
+            3 => 0.005,
+            4 => 0.001,
             _ => 0.0,
         }
     }
@@ -155,6 +157,8 @@ struct Pass<'a> {
     constraints: Constraints<'a>,
     objective: Objective,
     moved: Vec<bool>,
+    /// VMs per host, kept current as moves are committed.
+    vms_by_host: Vec<Vec<VmId>>,
     moves: Vec<PlannedMove>,
     unresolved: Vec<Unresolved>,
 }
@@ -202,6 +206,10 @@ impl<'a> Pass<'a> {
                 hot_weight: config.hot_weight,
             },
         );
+        let mut vms_by_host = vec![Vec::new(); loads.hosts()];
+        for (v, host) in loads.placement.iter().enumerate() {
+            vms_by_host[host.index()].push(VmId(v as u32));
+        }
         Self {
             input,
             config,
@@ -209,6 +217,7 @@ impl<'a> Pass<'a> {
             constraints: Constraints::new(input.cluster, input.rules, input.in_flight),
             objective,
             moved: vec![false; input.cluster.vms.len()],
+            vms_by_host,
             moves: Vec::new(),
             unresolved: Vec::new(),
             loads,
@@ -260,6 +269,8 @@ impl<'a> Pass<'a> {
             let size = self.input.cluster.vms[vm.index()].size;
             self.loads.apply_move(vm, size, to);
             self.constraints.record_move(&[vm], from, to);
+            self.vms_by_host[from.index()].retain(|&v| v != vm);
+            self.vms_by_host[to.index()].push(vm);
             let cost = self
                 .config
                 .cost_model
@@ -394,43 +405,36 @@ impl<'a> Pass<'a> {
     /// hosts above it and stops once none is; otherwise balances by level.
     fn balancing_moves(&mut self, target_max_load: Option<f64>) {
         let budget = self.config.move_budget(self.loads.hosts());
-        let mut order: Vec<HostId> = (0..self.loads.hosts() as u32).map(HostId).collect();
+        let hosts = self.loads.hosts();
+        let mut ranked: Vec<(f64, HostId)> = Vec::with_capacity(hosts);
         while self.moves.len() < budget {
             if target_max_load.is_none()
-                && self.objective.normalized_imbalance()
-                    <= self.config.target_normalized_imbalance()
+                && self.objective.imbalance() <= self.config.target_imbalance()
                 && !self.any_hot()
             {
                 break;
             }
-            let ranked: Vec<(f64, HostId)> = order
+            ranked.clear();
+            ranked.extend(
+                (0..hosts as u32).map(|h| (self.rank(HostId(h), target_max_load), HostId(h))),
+            );
+            // Hottest first; ties by host index, so plans are deterministic.
+            let hotter =
+                |a: &(f64, HostId), b: &(f64, HostId)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+            let sources: Vec<HostId> = top_k(&mut ranked, self.config.source_hosts, hotter)
                 .iter()
-                .map(|&h| (self.rank(h, target_max_load), h))
+                .filter(|(r, _)| *r > f64::NEG_INFINITY && (target_max_load.is_none() || *r > 0.0))
+                .map(|&(_, h)| h)
                 .collect();
-            let mut ranked = ranked;
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            order = ranked.iter().map(|&(_, h)| h).collect();
-            let sources: Vec<HostId> = match target_max_load {
-                Some(_) => ranked
-                    .iter()
-                    .filter(|(r, _)| *r > 0.0)
-                    .take(self.config.source_hosts)
-                    .map(|&(_, h)| h)
-                    .collect(),
-                None => ranked
-                    .iter()
-                    .take(self.config.source_hosts)
-                    .map(|&(_, h)| h)
-                    .collect(),
-            };
             if sources.is_empty() {
                 break;
             }
-            let targets: Vec<HostId> = ranked
+            let maintenance = &self.input.rules.maintenance;
+            ranked.retain(|&(_, h)| !maintenance[h.index()]);
+            let cooler =
+                |a: &(f64, HostId), b: &(f64, HostId)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            let targets: Vec<HostId> = top_k(&mut ranked, self.config.target_hosts, cooler)
                 .iter()
-                .rev()
-                .filter(|&&(_, h)| !self.input.rules.maintenance[h.index()])
-                .take(self.config.target_hosts)
                 .map(|&(_, h)| h)
                 .collect();
             let Some((unit, _from, to, reason)) =
@@ -567,14 +571,7 @@ impl<'a> Pass<'a> {
     }
 
     fn vms_on(&self, host: HostId) -> Vec<VmId> {
-        // Linear in VMs; called for a handful of hosts per step.
-        self.loads
-            .placement
-            .iter()
-            .enumerate()
-            .filter(|&(_, &h)| h == host)
-            .map(|(v, _)| VmId(v as u32))
-            .collect()
+        self.vms_by_host[host.index()].clone()
     }
 
     fn finish(mut self, before: Imbalance) -> Plan {
@@ -609,4 +606,23 @@ impl<'a> Pass<'a> {
             unresolved: self.unresolved,
         }
     }
+}
+
+/// The first `k` items of `items` by `order`, sorted (partial selection:
+/// linear in `items`, plus `k log k`).
+fn top_k<T: Copy>(
+    items: &mut [T],
+    k: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let k = k.min(items.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < items.len() {
+        items.select_nth_unstable_by(k - 1, &order);
+    }
+    let mut top = items[..k].to_vec();
+    top.sort_by(&order);
+    top
 }

@@ -1,0 +1,149 @@
+//! `keel sim --mode balance`: replay a trace on identical hosts under one or
+//! more balancers and print what each achieved.
+
+use crate::output::OutputFormat;
+use anyhow::{bail, Context, Result};
+use keel_model::WorkloadTrace;
+use keel_policy::balance::{Balancer, KeelBalancer, NoBalancer};
+use keel_sim::balance::{run_balance, BalanceReport, BalanceSimConfig};
+use std::io::Write;
+
+/// Every balancer `--balancer all` compares, in table order.
+pub const BALANCERS: [&str; 5] = ["none", "crs", "proxlb", "watcher", "keel"];
+
+/// Builds the balancer called `name`.
+pub fn make_balancer(name: &str) -> Result<Box<dyn Balancer + Send>> {
+    use keel_policy::balance::baselines;
+    Ok(match name {
+        "keel" => Box::new(KeelBalancer::default()),
+        "none" => Box::new(NoBalancer),
+        "crs" => Box::new(baselines::Crs::default()),
+        "proxlb" => Box::new(baselines::ProxLb::default()),
+        "watcher" => Box::new(baselines::Watcher::default()),
+        other => {
+            bail!("unknown balancer {other:?}: expected keel, crs, proxlb, watcher, none or all")
+        }
+    })
+}
+
+/// Parses `--balancer` (a name, a comma-separated list, or `all`).
+pub fn parse_balancers(spec: &str) -> Result<Vec<String>> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let names: Vec<String> = if spec == "all" {
+        BALANCERS.iter().map(|s| s.to_string()).collect()
+    } else {
+        spec.split(',').map(|s| s.trim().to_string()).collect()
+    };
+    for name in &names {
+        make_balancer(name)?;
+    }
+    Ok(names)
+}
+
+/// Runs every balancer on `trace` (in parallel, one per core) and prints the reports.
+pub fn run(
+    trace: &WorkloadTrace,
+    names: &[String],
+    config: &BalanceSimConfig,
+    format: OutputFormat,
+    jobs: usize,
+) -> Result<()> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<BalanceReport>>>> =
+        std::sync::Mutex::new(names.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, names.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(name) = names.get(i) else { break };
+                let result = make_balancer(name).and_then(|mut b| {
+                    run_balance(trace, config, b.as_mut())
+                        .with_context(|| format!("balancing with {name}"))
+                });
+                results.lock().expect("no worker panics")[i] = Some(result);
+            });
+        }
+    });
+    let reports: Vec<BalanceReport> = results
+        .into_inner()
+        .expect("no worker panics")
+        .into_iter()
+        .map(|r| r.expect("every balancer ran"))
+        .collect::<Result<_>>()?;
+    print_reports(&reports, format)
+}
+
+fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            for r in reports {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        OutputFormat::Csv => {
+            writeln!(out, "balancer,vms,hosts,rounds,migrations,migrated_gib,mean_imbalance,overload_host_seconds,unmet_demand,hot_host_seconds,plan_ms_mean,plan_ms_max,wall_seconds")?;
+            for r in reports {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    r.balancer,
+                    r.vms,
+                    r.hosts,
+                    r.rounds,
+                    r.migrations,
+                    r.migrated_gib,
+                    r.mean_imbalance,
+                    r.overload_host_seconds,
+                    r.unmet_demand,
+                    r.hot_host_seconds,
+                    r.plan_ms_mean,
+                    r.plan_ms_max,
+                    r.wall_seconds
+                )?;
+            }
+        }
+        OutputFormat::Table => {
+            if let Some(r) = reports.first() {
+                let c = r.host_capacity;
+                writeln!(
+                    out,
+                    "{} VMs on {} hosts of {} cores / {:.0} GiB, {} rounds over {:.1} h",
+                    r.vms,
+                    r.hosts,
+                    c.cpu_cores,
+                    c.memory_bytes / (1u64 << 30) as f64,
+                    r.rounds,
+                    r.simulated_seconds / 3600.0
+                )?;
+            }
+            writeln!(
+                out,
+                "{:<8} {:>10} {:>12} {:>10} {:>16} {:>10} {:>14} {:>9}",
+                "balancer",
+                "migrations",
+                "migrated GiB",
+                "imbalance",
+                "overload host-h",
+                "unmet %",
+                "hot host-h",
+                "plan ms"
+            )?;
+            for r in reports {
+                writeln!(
+                    out,
+                    "{:<8} {:>10} {:>12.1} {:>10.4} {:>16.2} {:>10.3} {:>14.2} {:>9.2}",
+                    r.balancer,
+                    r.migrations,
+                    r.migrated_gib,
+                    r.mean_imbalance,
+                    r.overload_host_seconds / 3600.0,
+                    r.unmet_demand * 100.0,
+                    r.hot_host_seconds / 3600.0,
+                    r.plan_ms_mean
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
