@@ -1,5 +1,5 @@
 //! Times Keel's planner (and, where given, a baseline) on a generated cluster:
-//! `cargo run --release -p keel-sim --example plan_speed -- HOSTS VMS [SEED]`.
+//! `cargo run --release -p keel-sim --example plan_speed -- HOSTS VMS [SEED] [LEVEL] [COST_WEIGHT_x1000]`.
 use keel_model::{Cluster, CompiledRules};
 use keel_policy::balance::{BalanceInput, Balancer, KeelBalancer};
 use std::time::Instant;
@@ -22,7 +22,12 @@ fn main() {
     };
     for _ in 0..3 {
         let t = Instant::now();
-        let plan = KeelBalancer::default()
+        let config = keel_policy::balance::PlannerConfig {
+            level: args.get(3).copied().unwrap_or(3) as u8,
+            migration_cost_weight: args.get(4).map_or(0.008, |&w| w as f64 / 1000.0),
+            ..Default::default()
+        };
+        let plan = KeelBalancer { config }
             .plan(&input, cluster.time_seconds)
             .unwrap();
         println!(
@@ -30,6 +35,33 @@ fn main() {
             plan.moves.len(),
             plan.imbalance_before.normalized,
             plan.imbalance_after.normalized,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    use keel_policy::balance::baselines::{Crs, CrsConfig, ProxLb, Watcher};
+    // CRS forced to search: it searches only once imbalance exceeds its threshold.
+    let forced = Crs::new(CrsConfig {
+        threshold: 0.0,
+        hold_rounds: 1,
+        ..CrsConfig::default()
+    });
+    let mut baselines: Vec<Box<dyn Balancer>> = vec![
+        Box::new(Crs::default()),
+        Box::new(forced),
+        Box::new(ProxLb::default()),
+        Box::new(Watcher::default()),
+    ];
+    for balancer in &mut baselines {
+        let t = Instant::now();
+        // CRS acts only after three rounds above its threshold: time the third.
+        let mut plan = balancer.plan(&input, cluster.time_seconds).unwrap();
+        for _ in 0..2 {
+            plan = balancer.plan(&input, cluster.time_seconds).unwrap();
+        }
+        println!(
+            "{}: {} moves, {:.1} ms for three rounds",
+            balancer.name(),
+            plan.moves.len(),
             t.elapsed().as_secs_f64() * 1e3
         );
     }

@@ -103,10 +103,8 @@ impl Objective {
         let hot = self.hot - self.host_hot(&old_from, f) - self.host_hot(&old_to, t)
             + self.host_hot(&new_from, f)
             + self.host_hot(&new_to, t);
-        let (imbalance, _) = combine(&m, &self.weights.resources);
         Evaluation {
             value: spread(&m, &self.weights.resources) + self.weights.hot_weight * hot,
-            imbalance,
             moments: m,
             hot,
         }
@@ -130,10 +128,8 @@ impl Objective {
             }
         }
         let hot = self.hot - self.host_hot(&old, h) + self.host_hot(&new, h);
-        let (imbalance, _) = combine(&m, &self.weights.resources);
         Evaluation {
             value: spread(&m, &self.weights.resources) + self.weights.hot_weight * hot,
-            imbalance,
             moments: m,
             hot,
         }
@@ -194,8 +190,6 @@ fn spread(m: &[LoadMoments; 4], weights: &super::imbalance::ResourceWeights) -> 
 pub struct Evaluation {
     /// F after the move.
     pub value: f64,
-    /// Imbalance after the move.
-    pub imbalance: f64,
     moments: [LoadMoments; 4],
     hot: f64,
 }

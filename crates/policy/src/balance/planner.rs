@@ -47,9 +47,9 @@ pub struct PlannerConfig {
     pub per_host_concurrency: u32,
     /// Concurrent migrations per cluster (default 8).
     pub per_cluster_concurrency: u32,
-    /// Hottest hosts searched for a VM to move, per step (default 8).
+    /// Hottest hosts searched for a VM to move, per step (default 4).
     pub source_hosts: usize,
-    /// Coolest hosts tried as targets, per step (default 32).
+    /// Coolest hosts tried as targets, per step (default 16).
     pub target_hosts: usize,
 }
 
@@ -66,8 +66,8 @@ impl Default for PlannerConfig {
             cost_model: MigrationCostModel::default(),
             per_host_concurrency: 2,
             per_cluster_concurrency: 8,
-            source_hosts: 8,
-            target_hosts: 32,
+            source_hosts: 4,
+            target_hosts: 16,
         }
     }
 }
@@ -407,6 +407,10 @@ impl<'a> Pass<'a> {
         let budget = self.config.move_budget(self.loads.hosts());
         let hosts = self.loads.hosts();
         let mut ranked: Vec<(f64, HostId)> = Vec::with_capacity(hosts);
+        // Ranks change only for the two hosts of each move.
+        let mut ranks: Vec<f64> = (0..hosts as u32)
+            .map(|h| self.rank(HostId(h), target_max_load))
+            .collect();
         while self.moves.len() < budget {
             if target_max_load.is_none()
                 && self.objective.imbalance() <= self.config.target_imbalance()
@@ -416,7 +420,10 @@ impl<'a> Pass<'a> {
             }
             ranked.clear();
             ranked.extend(
-                (0..hosts as u32).map(|h| (self.rank(HostId(h), target_max_load), HostId(h))),
+                ranks
+                    .iter()
+                    .enumerate()
+                    .map(|(h, &r)| (r, HostId(h as u32))),
             );
             // Hottest first; ties by host index, so plans are deterministic.
             let hotter =
@@ -437,12 +444,20 @@ impl<'a> Pass<'a> {
                 .iter()
                 .map(|&(_, h)| h)
                 .collect();
-            let Some((unit, _from, to, reason)) =
+            let Some((unit, from, to, reason)) =
                 self.best_move(&sources, &targets, target_max_load)
             else {
                 break;
             };
+            let changed: Vec<HostId> = unit
+                .iter()
+                .map(|vm| self.loads.placement[vm.index()])
+                .chain(std::iter::once(from))
+                .collect();
             self.commit(&unit, to, reason);
+            for h in changed.into_iter().chain(std::iter::once(to)) {
+                ranks[h.index()] = self.rank(h, target_max_load);
+            }
         }
     }
 
