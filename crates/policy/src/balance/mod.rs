@@ -19,6 +19,7 @@ pub mod objective;
 pub mod placement;
 pub mod plan;
 pub mod planner;
+pub mod planner_config;
 pub mod validate;
 pub mod waves;
 
