@@ -7,6 +7,8 @@
 //! libvirt (cargo feature `libvirt`, needs libvirt's C library).
 #![deny(missing_docs)]
 
+pub mod sim;
+
 use keel_model::{HostInfo, Resources};
 use serde::Serialize;
 use std::time::Duration;
