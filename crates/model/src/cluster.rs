@@ -83,6 +83,47 @@ pub struct VmInfo {
     pub last_migrated_seconds: Option<f64>,
 }
 
+impl VmInfo {
+    /// A VM with no reservation, no limit, default shares and no migration
+    /// cost inputs (no dirtying, no local disk), never migrated.
+    pub fn new(
+        name: impl Into<String>,
+        host: impl Into<String>,
+        size: Resources,
+        demand: Resources,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            host: host.into(),
+            size,
+            demand,
+            reservation: Resources::ZERO,
+            limit: None,
+            shares: DEFAULT_SHARES,
+            memory_dirty_bytes_per_second: 0.0,
+            local_disk_bytes: 0.0,
+            last_migrated_seconds: None,
+        }
+    }
+
+    /// The most the VM may get of each resource: its limit where it has one,
+    /// never more than its size; a size of 0 means unknown, hence unlimited
+    /// (unless a limit says otherwise).
+    pub fn effective_limit(&self) -> Resources {
+        self.limit
+            .unwrap_or(self.size)
+            .zip(self.size, |_, limit, size| {
+                if size > 0.0 {
+                    limit.min(size)
+                } else if limit > 0.0 {
+                    limit
+                } else {
+                    f64::INFINITY
+                }
+            })
+    }
+}
+
 /// A cluster as serialised.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,18 +344,12 @@ mod tests {
     }
 
     fn vm(name: &str, host: &str) -> VmInfo {
-        VmInfo {
-            name: name.into(),
-            host: host.into(),
-            size: Resources::new(2.0, 4e9, 0.0, 0.0),
-            demand: Resources::new(1.0, 2e9, 0.0, 0.0),
-            reservation: Resources::ZERO,
-            limit: None,
-            shares: DEFAULT_SHARES,
-            memory_dirty_bytes_per_second: 0.0,
-            local_disk_bytes: 0.0,
-            last_migrated_seconds: None,
-        }
+        VmInfo::new(
+            name,
+            host,
+            Resources::new(2.0, 4e9, 0.0, 0.0),
+            Resources::new(1.0, 2e9, 0.0, 0.0),
+        )
     }
 
     #[test]

@@ -67,16 +67,14 @@ mod tests {
 
     fn vm(memory: f64, dirty: f64, disk: f64) -> VmInfo {
         VmInfo {
-            name: "v".into(),
-            host: "h".into(),
-            size: Resources::new(2.0, memory, 0.0, 0.0),
-            demand: Resources::ZERO,
-            reservation: Resources::ZERO,
-            limit: None,
-            shares: 1000.0,
             memory_dirty_bytes_per_second: dirty,
             local_disk_bytes: disk,
-            last_migrated_seconds: None,
+            ..VmInfo::new(
+                "v",
+                "h",
+                Resources::new(2.0, memory, 0.0, 0.0),
+                Resources::ZERO,
+            )
         }
     }
 

@@ -465,15 +465,7 @@ impl VmClaim {
     /// (a size of 0 meaning unknown, hence unlimited) — as
     /// [`super::load::effective_demand`] caps demand.
     pub fn from_vm(vm: &VmInfo) -> Self {
-        let limit = vm.limit.unwrap_or(vm.size).zip(vm.size, |_, limit, size| {
-            if size > 0.0 {
-                limit.min(size)
-            } else if limit > 0.0 {
-                limit
-            } else {
-                f64::INFINITY
-            }
-        });
+        let limit = vm.effective_limit();
         Self {
             demand: vm.demand,
             reservation: vm.reservation,

@@ -6,16 +6,7 @@ use keel_model::{Cluster, HostId, Resource, Resources, VmId, VmInfo};
 /// raised to its reservation (reserved capacity is held) and capped at its
 /// limit (or its size where it has no limit and a size is known).
 pub fn effective_demand(vm: &VmInfo) -> Resources {
-    let cap = vm.limit.unwrap_or(vm.size).zip(vm.size, |_, limit, size| {
-        if size > 0.0 {
-            limit.min(size)
-        } else if limit > 0.0 {
-            limit
-        } else {
-            f64::INFINITY
-        }
-    });
-    vm.demand.min(cap).max(vm.reservation)
+    vm.demand.min(vm.effective_limit()).max(vm.reservation)
 }
 
 /// Demand and configured size summed per host.

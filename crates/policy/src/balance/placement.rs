@@ -148,18 +148,12 @@ mod tests {
     }
 
     fn vm(name: &str, host: &str, cores: f64) -> VmInfo {
-        VmInfo {
-            name: name.into(),
-            host: host.into(),
-            size: Resources::new(cores.max(1.0), 4.0 * GIB, 0.0, 0.0),
-            demand: Resources::new(cores, 2.0 * GIB, 0.0, 0.0),
-            reservation: Resources::ZERO,
-            limit: None,
-            shares: 1000.0,
-            memory_dirty_bytes_per_second: 0.0,
-            local_disk_bytes: 0.0,
-            last_migrated_seconds: None,
-        }
+        VmInfo::new(
+            name,
+            host,
+            Resources::new(cores.max(1.0), 4.0 * GIB, 0.0, 0.0),
+            Resources::new(cores, 2.0 * GIB, 0.0, 0.0),
+        )
     }
 
     fn snapshot() -> ClusterSnapshot {

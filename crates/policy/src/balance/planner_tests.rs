@@ -15,18 +15,12 @@ fn host(name: &str) -> HostInfo {
 }
 
 fn vm(name: &str, host: &str, cores: f64) -> VmInfo {
-    VmInfo {
-        name: name.into(),
-        host: host.into(),
-        size: Resources::new(4.0, 8.0 * GIB, 0.0, 0.0),
-        demand: Resources::new(cores, 4.0 * GIB, 0.0, 0.0),
-        reservation: Resources::ZERO,
-        limit: None,
-        shares: 1000.0,
-        memory_dirty_bytes_per_second: 0.0,
-        local_disk_bytes: 0.0,
-        last_migrated_seconds: None,
-    }
+    VmInfo::new(
+        name,
+        host,
+        Resources::new(4.0, 8.0 * GIB, 0.0, 0.0),
+        Resources::new(cores, 4.0 * GIB, 0.0, 0.0),
+    )
 }
 
 /// Host a at 15 of 16 cores (hot), b and c nearly idle.

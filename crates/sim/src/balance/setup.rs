@@ -3,7 +3,7 @@
 //! choice is deterministic and documented here, because every balancer is
 //! compared on exactly this setup.
 
-use keel_model::{HostInfo, Resources, VmInfo, WorkloadTrace, DEFAULT_SHARES};
+use keel_model::{HostInfo, Resources, VmInfo, WorkloadTrace};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -161,18 +161,12 @@ pub fn initial_cluster(
                 .max_by(|&a, &b| free_memory[a].total_cmp(&free_memory[b]).then(b.cmp(&a)))
                 .unwrap_or(0);
             free_memory[h] -= size.memory_bytes;
-            VmInfo {
-                name: format!("vm-{i:05}"),
-                host: hosts[h].name.clone(),
-                size: *size,
-                demand: Resources::ZERO,
-                reservation: Resources::ZERO,
-                limit: None,
-                shares: DEFAULT_SHARES,
-                memory_dirty_bytes_per_second: 0.0,
-                local_disk_bytes: 0.0,
-                last_migrated_seconds: None,
-            }
+            VmInfo::new(
+                format!("vm-{i:05}"),
+                hosts[h].name.clone(),
+                *size,
+                Resources::ZERO,
+            )
         })
         .collect();
     (hosts, vm_infos)
