@@ -9,6 +9,7 @@
 
 mod balance_cmd;
 mod gen_cmd;
+mod lab_cmd;
 mod output;
 mod plan_cmd;
 mod reference;
@@ -49,6 +50,10 @@ enum Command {
     /// and printed, but some mandatory moves (evacuations, broken hard rules)
     /// are unresolved: they cannot be made without breaking a rule.
     Plan(plan_cmd::PlanArgs),
+    /// A real lab of QEMU guests on namespaced hosts, each with its own
+    /// libvirtd: `keel lab up --hosts N --vms M`, `keel lab status`,
+    /// `keel lab down` (needs root; see docs/lab.md).
+    Lab(lab_cmd::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Reference(args) => reference::run(args).map(|()| ExitCode::SUCCESS),
         Command::Gen(args) => gen_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => plan_cmd::run(args),
+        Command::Lab(args) => lab_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
