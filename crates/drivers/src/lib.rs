@@ -9,6 +9,9 @@
 
 pub mod sim;
 
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
+
 use keel_model::{HostInfo, Resources};
 use serde::Serialize;
 use std::time::Duration;
