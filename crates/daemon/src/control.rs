@@ -4,8 +4,9 @@ use keel_drivers::{usage_between, Driver, DriverError, MigrationRequest, Observa
 use keel_model::{Cluster, ClusterSnapshot, Rules, VmInfo, DEFAULT_SHARES};
 use keel_policy::balance::demand::{DemandTracker, EstimatorConfig};
 use keel_policy::balance::load::HostLoads;
-use keel_policy::balance::{BalanceInput, Balancer, Imbalance, Plan, ResourceWeights};
+use keel_policy::balance::{BalanceInput, Balancer, Imbalance, MoveReason, Plan, ResourceWeights};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Why an iteration could not run.
@@ -60,6 +61,46 @@ pub struct IterationReport {
     pub moves: Vec<MoveOutcome>,
 }
 
+/// One planned move, by names, with why it is in the plan and what it costs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedMove {
+    /// The VM.
+    pub vm: String,
+    /// Its host when planned.
+    pub from: String,
+    /// Its host after the move.
+    pub to: String,
+    /// Moves of one wave may run together; wave k after wave k - 1.
+    pub wave: u32,
+    /// Why (evacuation, hard rule, overload, balance).
+    pub reason: MoveReason,
+    /// Benefit: imbalance (std-dev form) before minus after this move.
+    pub imbalance_reduction: f64,
+    /// Cost: estimated migration time, seconds.
+    pub cost_seconds: f64,
+    /// Cost: estimated bytes copied.
+    pub migrated_bytes: f64,
+}
+
+/// What one planning round decided, by names, before anything is done.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// Driver clock at observation, seconds.
+    pub time_seconds: f64,
+    /// The observed cluster, with estimated demand (the planner's input).
+    pub cluster: Cluster,
+    /// The plan's moves, in execution order.
+    pub moves: Vec<NamedMove>,
+    /// Imbalance of the estimated demand now.
+    pub imbalance_before: Imbalance,
+    /// Imbalance the plan predicts once every move is done.
+    pub imbalance_after: Imbalance,
+    /// Mandatory moves that cannot be made: (VM, why).
+    pub unresolved: Vec<(String, String)>,
+    /// Wall time of the planning call alone, seconds.
+    pub plan_seconds: f64,
+}
+
 /// The control loop's state across iterations.
 pub struct ControlLoop<D: Driver> {
     driver: D,
@@ -70,6 +111,8 @@ pub struct ControlLoop<D: Driver> {
     previous: Option<Observation>,
     migration_timeout: Duration,
     migration_bandwidth: Option<f64>,
+    /// Driver time of each VM's last successful migration (anti-ping-pong).
+    last_migrated: HashMap<String, f64>,
 }
 
 impl<D: Driver> ControlLoop<D> {
@@ -84,6 +127,7 @@ impl<D: Driver> ControlLoop<D> {
             previous: None,
             migration_timeout: Duration::from_secs(120),
             migration_bandwidth: None,
+            last_migrated: HashMap::new(),
         }
     }
 
@@ -110,6 +154,16 @@ impl<D: Driver> ControlLoop<D> {
         &mut self.driver
     }
 
+    /// The rules in force.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The rules, to change (maintenance, affinity...); the next round uses them.
+    pub fn rules_mut(&mut self) -> &mut Rules {
+        &mut self.rules
+    }
+
     /// Observes and feeds the estimator without planning (a warm-up sample).
     pub fn sample(&mut self) -> Result<(), ControlError> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;
@@ -120,6 +174,11 @@ impl<D: Driver> ControlLoop<D> {
     fn record(&mut self, observation: Observation) {
         if let Some(previous) = &self.previous {
             let usage = usage_between(previous, &observation);
+            if usage.is_empty() {
+                // No time passed (or no VM in both): nothing to learn; keep
+                // the earlier observation as the base of the next rates.
+                return;
+            }
             let names: Vec<String> = observation.vms.iter().map(|v| v.name.clone()).collect();
             let rebuild = self
                 .tracker
@@ -144,6 +203,31 @@ impl<D: Driver> ControlLoop<D> {
 
     /// One iteration: observe, estimate, plan, execute the plan wave by wave.
     pub fn iterate(&mut self) -> Result<IterationReport, ControlError> {
+        let proposal = self.propose()?;
+        let moves = self.execute(&proposal.moves);
+        Ok(IterationReport {
+            time_seconds: proposal.time_seconds,
+            imbalance_before: proposal.imbalance_before.std_dev,
+            imbalance_after: proposal.imbalance_after.std_dev,
+            planned_moves: proposal.moves.len(),
+            moves,
+        })
+    }
+
+    /// Observes, estimates and plans with the loop's own balancer; executes nothing.
+    pub fn propose(&mut self) -> Result<Proposal, ControlError> {
+        let mut balancer = std::mem::replace(
+            &mut self.balancer,
+            Box::new(keel_policy::balance::NoBalancer),
+        );
+        let proposal = self.propose_with(balancer.as_mut());
+        self.balancer = balancer;
+        proposal
+    }
+
+    /// Observes, estimates and plans with `balancer` (an evacuation may plan
+    /// at level 1 while the loop balances at another); executes nothing.
+    pub fn propose_with(&mut self, balancer: &mut dyn Balancer) -> Result<Proposal, ControlError> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;
         self.record(observation.clone());
         let cluster = self.cluster_from(&observation)?;
@@ -156,47 +240,75 @@ impl<D: Driver> ControlLoop<D> {
             rules: &rules,
             in_flight: &[],
         };
-        let plan: Plan = self
-            .balancer
+        let started = std::time::Instant::now();
+        let plan: Plan = balancer
             .plan(&input, observation.time_seconds)
             .map_err(|e| ControlError::Plan(e.to_string()))?;
+        let plan_seconds = started.elapsed().as_secs_f64();
         let before = Imbalance::of(
             &HostLoads::new(&cluster),
             &ResourceWeights::default(),
             &rules,
         );
-        let mut moves = Vec::with_capacity(plan.moves.len());
-        for m in &plan.moves {
-            let (vm, from, to) = (
-                cluster.vms[m.vm.index()].name.clone(),
-                cluster.hosts[m.from.index()].name.clone(),
-                cluster.hosts[m.to.index()].name.clone(),
-            );
+        let moves = plan
+            .moves
+            .iter()
+            .map(|m| NamedMove {
+                vm: cluster.vms[m.vm.index()].name.clone(),
+                from: cluster.hosts[m.from.index()].name.clone(),
+                to: cluster.hosts[m.to.index()].name.clone(),
+                wave: m.wave,
+                reason: m.reason.clone(),
+                imbalance_reduction: m.imbalance_reduction,
+                cost_seconds: m.cost_seconds,
+                migrated_bytes: m.migrated_bytes,
+            })
+            .collect();
+        let unresolved = plan
+            .unresolved
+            .iter()
+            .map(|u| (cluster.vms[u.vm.index()].name.clone(), u.reason.clone()))
+            .collect();
+        Ok(Proposal {
+            time_seconds: observation.time_seconds,
+            cluster,
+            moves,
+            imbalance_before: before,
+            imbalance_after: plan.imbalance_after,
+            unresolved,
+            plan_seconds,
+        })
+    }
+
+    /// Executes `moves` in order through the driver. A failed move is
+    /// recorded and the rest go on (each names its own source, so a move
+    /// whose VM is no longer there fails on its own).
+    pub fn execute(&mut self, moves: &[NamedMove]) -> Vec<MoveOutcome> {
+        let mut outcomes = Vec::with_capacity(moves.len());
+        for m in moves {
             let request = MigrationRequest {
-                vm: &vm,
-                from: &from,
-                to: &to,
+                vm: &m.vm,
+                from: &m.from,
+                to: &m.to,
                 max_bandwidth_bytes_per_second: self.migration_bandwidth,
                 timeout: self.migration_timeout,
             };
             let outcome = self.driver.migrate(&request);
-            moves.push(MoveOutcome {
-                vm: vm.clone(),
-                from: from.clone(),
-                to: to.clone(),
+            if outcome.is_ok() {
+                let now = self.previous.as_ref().map_or(0.0, |o| o.time_seconds);
+                self.last_migrated.insert(m.vm.clone(), now);
+            }
+            outcomes.push(MoveOutcome {
+                vm: m.vm.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
                 wave: m.wave,
                 seconds: outcome.as_ref().ok().map(|o| o.seconds),
                 downtime_ms: outcome.as_ref().ok().and_then(|o| o.downtime_ms),
                 error: outcome.err().map(|e| e.to_string()),
             });
         }
-        Ok(IterationReport {
-            time_seconds: observation.time_seconds,
-            imbalance_before: before.std_dev,
-            imbalance_after: plan.imbalance_after.std_dev,
-            planned_moves: plan.moves.len(),
-            moves,
-        })
+        outcomes
     }
 
     /// The observation as a cluster, with estimated demand (memory and size
@@ -223,7 +335,7 @@ impl<D: Driver> ControlLoop<D> {
                     shares: DEFAULT_SHARES,
                     memory_dirty_bytes_per_second: 0.0,
                     local_disk_bytes: 0.0,
-                    last_migrated_seconds: None,
+                    last_migrated_seconds: self.last_migrated.get(&v.name).copied(),
                 }
             })
             .collect();

@@ -1,10 +1,32 @@
-//! Keel's daemon layer. For now: the control loop that turns a driver's
-//! observations into demand estimates, asks a balancer for a plan and
-//! executes it through the driver, wave by wave. It holds no policy logic of
-//! its own: estimation and planning are `keel-policy`'s, acting is the
-//! driver's. The REST API, dashboard and persistence come on top of it.
+//! Keel's daemon layer: the control loop that turns a driver's observations
+//! into demand estimates, asks a balancer for a plan and executes it through
+//! the driver; automation levels and plans with their states; the REST API,
+//! bearer-token authentication and Prometheus metrics of `keel serve`. It
+//! holds no policy logic of its own: estimation and planning are
+//! `keel-policy`'s, acting is the driver's. Time comes from a [`Clock`].
+//!
+//! Modules: [`control`] (one round against any driver), [`plans`] (ids,
+//! states, reasons), [`service`] (automation, maintenance, the shared
+//! state), [`view`] (cluster view and /metrics), [`api`] (routes),
+//! [`auth`] (the token), [`server`] (HTTP server and periodic loop),
+//! [`config`] (the config file and the embedded default), [`demo`] (the
+//! simulated cluster of the embedded default), [`clock`].
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
 pub mod control;
+pub mod demo;
+pub mod plans;
+pub mod server;
+pub mod service;
+pub mod view;
 
-pub use control::{ControlError, ControlLoop, IterationReport, MoveOutcome};
+pub use clock::{Clock, FakeClock, WallClock};
+pub use config::{DaemonConfig, DEFAULT_LISTEN};
+pub use control::{ControlError, ControlLoop, IterationReport, MoveOutcome, NamedMove, Proposal};
+pub use plans::{PlanRecord, PlanState};
+pub use server::{start, Running, ServeError};
+pub use service::{Automation, Service, ServiceConfig, ServiceError};

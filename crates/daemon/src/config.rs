@@ -1,0 +1,175 @@
+//! The daemon's configuration (the TOML file of `keel serve --config`) and
+//! the embedded default that runs with no file at all.
+
+use crate::clock::Clock;
+use crate::demo::{demo_cluster, AcceleratedSim, DemoConfig, DemoError};
+use crate::service::{Automation, Service, ServiceConfig};
+use keel_model::Rules;
+use keel_policy::balance::PlannerConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// Which body the daemon drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    /// The simulated cluster of [`crate::demo`] (the only one so far).
+    #[default]
+    Sim,
+}
+
+/// Everything `keel serve` can be told in its config file. Every field
+/// has a default; command-line flags override `listen` and `data_dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address to listen on (default 127.0.0.1:7878).
+    pub listen: Option<SocketAddr>,
+    /// Data directory (default `$XDG_DATA_HOME/keel` or `~/.local/share/keel`).
+    pub data_dir: Option<PathBuf>,
+    /// Bearer token; default: the file `token` in the data directory,
+    /// generated at first start.
+    pub token: Option<String>,
+    /// Automation level (default `manual` in a config file).
+    pub automation: Automation,
+    /// Seconds between two control rounds (default 2).
+    pub interval_seconds: f64,
+    /// The body (default `sim`).
+    pub driver: DriverKind,
+    /// The simulated cluster.
+    pub sim: DemoConfig,
+    /// Planner settings, `level` 1-5 among them (default: the planner's
+    /// defaults with a 25 Gbit/s migration network, [`demo_planner`]).
+    pub planner: PlannerConfig,
+    /// Placement rules, as in `keel plan --rules`.
+    pub rules: Rules,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            data_dir: None,
+            token: None,
+            automation: Automation::Manual,
+            interval_seconds: 2.0,
+            driver: DriverKind::Sim,
+            sim: DemoConfig::default(),
+            planner: demo_planner(),
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// Migration bandwidth of the simulated cluster, bytes per second: a
+/// 25 Gbit/s migration network, like the hosts of `keel gen cluster`.
+pub const DEMO_MIGRATION_BANDWIDTH: f64 = 3.125e9;
+
+/// Objective units one second of migration costs in the simulated cluster,
+/// a quarter of the planner's default 0.008: the simulator's migrations
+/// complete at once and cost the VM nothing.
+pub const DEMO_MIGRATION_COST_WEIGHT: f64 = 0.002;
+
+/// The planner's defaults, with the simulated cluster's migration network
+/// and price ([`DEMO_MIGRATION_BANDWIDTH`], [`DEMO_MIGRATION_COST_WEIGHT`]).
+/// The planner weighs each move's benefit against its migration time; with
+/// the defaults (10 Gbit/s, 0.008 per second) moving memory between the
+/// demo's 500 GiB hosts does not pay, and balancing would be one move now
+/// and then instead of visible within seconds.
+pub fn demo_planner() -> PlannerConfig {
+    let mut planner = PlannerConfig::default();
+    planner.cost_model.bandwidth_bytes_per_second = DEMO_MIGRATION_BANDWIDTH;
+    planner.migration_cost_weight = DEMO_MIGRATION_COST_WEIGHT;
+    planner
+}
+
+impl DaemonConfig {
+    /// The embedded default (no config file): the simulated cluster in
+    /// `full` automation, so balancing is seen at once.
+    pub fn embedded_default() -> Self {
+        Self {
+            automation: Automation::Full,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings no type can check.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !(self.interval_seconds.is_finite() && self.interval_seconds >= 0.01) {
+            return Err(ConfigError::Setting {
+                setting: "interval_seconds",
+                value: self.interval_seconds.to_string(),
+                expected: "at least 0.01",
+            });
+        }
+        let w = self.sim.wall_seconds_per_sample;
+        if !(w.is_finite() && w > 0.0) {
+            return Err(ConfigError::Setting {
+                setting: "sim.wall_seconds_per_sample",
+                value: w.to_string(),
+                expected: "a positive number of seconds",
+            });
+        }
+        if !(1..=5).contains(&self.planner.level) {
+            return Err(ConfigError::Setting {
+                setting: "planner.level",
+                value: self.planner.level.to_string(),
+                expected: "1 to 5",
+            });
+        }
+        if let Some(token) = &self.token {
+            crate::auth::check_token(token).map_err(|reason| ConfigError::Setting {
+                setting: "token",
+                value: "(hidden)".into(),
+                expected: if reason.contains("characters") {
+                    "at least 16 characters"
+                } else {
+                    "printable ASCII without spaces"
+                },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Builds the service this config describes, on `clock`.
+    pub fn build_service(&self, clock: Arc<dyn Clock>) -> Result<Service, ConfigError> {
+        self.check()?;
+        let driver = match self.driver {
+            DriverKind::Sim => {
+                let sim = demo_cluster(&self.sim)?;
+                let speedup = 300.0 / self.sim.wall_seconds_per_sample;
+                AcceleratedSim::new(sim, clock.clone(), speedup)
+            }
+        };
+        let config = ServiceConfig {
+            automation: self.automation,
+            planner: self.planner,
+            rules: self.rules.clone(),
+        };
+        Ok(Service::new(Box::new(driver), config, clock))
+    }
+}
+
+/// Why a config cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting is out of range.
+    #[error("setting {setting} = {value}: expected {expected}")]
+    Setting {
+        /// Which.
+        setting: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// The simulated cluster cannot be built.
+    #[error(transparent)]
+    Sim(#[from] DemoError),
+}

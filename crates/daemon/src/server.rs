@@ -1,0 +1,129 @@
+//! Running the daemon: the HTTP server and the periodic control loop as
+//! tokio tasks, stopped together.
+
+use crate::api::{router, AppState};
+use crate::service::{Service, StepReport};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Binding the listen address failed.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon; dropping it does not stop it, [`Running::shutdown`] does.
+pub struct Running {
+    /// The address actually bound (the port is chosen when asked for 0).
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the loop and the server and waits for both.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts serving `service` on `listen` with bearer `token`; runs a control
+/// round every `interval` if given (tests drive [`Service::step`] instead).
+/// Call within a tokio runtime.
+pub async fn start(
+    service: Arc<Service>,
+    listen: SocketAddr,
+    token: String,
+    interval: Option<Duration>,
+) -> Result<Running, ServeError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let (stop, stopped) = watch::channel(false);
+    let app = router(Arc::new(AppState {
+        service: service.clone(),
+        token,
+    }));
+    let mut on_stop = stopped.clone();
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = on_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+    let mut tasks = vec![server];
+    if let Some(interval) = interval {
+        tasks.push(tokio::spawn(control_loop(service, interval, stopped)));
+    }
+    Ok(Running {
+        local_addr,
+        stop,
+        tasks,
+    })
+}
+
+async fn control_loop(
+    service: Arc<Service>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let s = service.clone();
+        match tokio::task::spawn_blocking(move || s.step()).await {
+            Ok(Ok(report)) => log_step(&service, &report),
+            Ok(Err(e)) => tracing::warn!(error = %e, "control round failed"),
+            Err(e) => tracing::error!(error = %e, "control round panicked"),
+        }
+    }
+}
+
+fn log_step(service: &Service, report: &StepReport) {
+    let Some(id) = report.plan.filter(|_| report.new_plan) else {
+        tracing::debug!("control round: no new plan");
+        return;
+    };
+    if let Ok(plan) = service.plan(id) {
+        tracing::info!(
+            plan = id,
+            state = ?plan.state,
+            moves = plan.moves.len(),
+            imbalance_before = plan.imbalance_before.std_dev,
+            imbalance_after = plan.imbalance_after.std_dev,
+            "control round made a plan"
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! The daemon's state: the control loop, the automation level, the plans,
+//! the latest cluster view and the counters behind /metrics. Every method
+//! is synchronous (it may block on the driver); the HTTP layer calls them
+//! from blocking tasks. Lock order: the control loop, then the status.
+
+use crate::clock::Clock;
+use crate::control::{ControlError, ControlLoop, NamedMove, Proposal};
+use crate::plans::{NewPlan, PlanBook, PlanError, PlanRecord, PlanState, Trigger, UnresolvedMove};
+use crate::view::{ClusterView, Counters};
+use keel_drivers::{
+    Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation,
+};
+use keel_model::Rules;
+use keel_policy::balance::{KeelBalancer, PlannerConfig};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// How much the daemon does on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Automation {
+    /// Every plan is a recommendation an operator applies or rejects.
+    #[default]
+    Manual,
+    /// Initial placement automatic, balancing recommended. There is no
+    /// placement path yet (VMs are created outside Keel), so today this
+    /// behaves as `manual` for plans.
+    Partial,
+    /// Plans are executed as soon as they are made.
+    Full,
+}
+
+/// Settings of the service.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceConfig {
+    /// Automation level.
+    pub automation: Automation,
+    /// Planner settings (migration threshold `level` 1-5 and the rest).
+    pub planner: PlannerConfig,
+    /// Placement rules, maintenance hosts, overcommit.
+    pub rules: Rules,
+}
+
+/// A driver behind a box, so the service is not generic.
+pub struct DynDriver(pub Box<dyn Driver>);
+
+impl Driver for DynDriver {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    fn observe(&mut self) -> Result<Observation, DriverError> {
+        self.0.observe()
+    }
+    fn migrate(&mut self, request: &MigrationRequest<'_>) -> Result<MigrationOutcome, DriverError> {
+        self.0.migrate(request)
+    }
+}
+
+/// Why a service call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Observing or planning failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The plan cannot change state as asked.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// No host has this name.
+    #[error("unknown host {0:?}")]
+    UnknownHost(String),
+    /// The cluster changed since the plan was made; it was rejected.
+    #[error("plan {id} is stale: {vm} is on {actual}, the plan moves it from {planned}; the plan was rejected")]
+    Stale {
+        /// The plan.
+        id: u64,
+        /// The VM that moved.
+        vm: String,
+        /// Where it is.
+        actual: String,
+        /// Where the plan expected it.
+        planned: String,
+    },
+}
+
+/// What one periodic round did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepReport {
+    /// The plan made (or kept), if it moves anything.
+    pub plan: Option<u64>,
+    /// Its state after the round.
+    pub state: Option<PlanState>,
+    /// Whether the plan was made in this round (not kept from an earlier one).
+    pub new_plan: bool,
+}
+
+struct Status {
+    plans: PlanBook,
+    view: Option<ClusterView>,
+    counters: Counters,
+}
+
+/// The daemon's state, shared by the loop and the API.
+pub struct Service {
+    control: Mutex<ControlLoop<DynDriver>>,
+    status: RwLock<Status>,
+    clock: Arc<dyn Clock>,
+    automation: Automation,
+    planner: PlannerConfig,
+    driver_name: &'static str,
+}
+
+impl Service {
+    /// A service over `driver`, planning with Keel's balancer under `config`.
+    pub fn new(driver: Box<dyn Driver>, config: ServiceConfig, clock: Arc<dyn Clock>) -> Self {
+        let driver_name = driver.name();
+        let balancer = KeelBalancer {
+            config: config.planner,
+        };
+        Self {
+            control: Mutex::new(ControlLoop::new(
+                DynDriver(driver),
+                Box::new(balancer),
+                config.rules,
+            )),
+            status: RwLock::new(Status {
+                plans: PlanBook::new(),
+                view: None,
+                counters: Counters::default(),
+            }),
+            clock,
+            automation: config.automation,
+            planner: config.planner,
+            driver_name,
+        }
+    }
+
+    /// The automation level.
+    pub fn automation(&self) -> Automation {
+        self.automation
+    }
+
+    fn control(&self) -> MutexGuard<'_, ControlLoop<DynDriver>> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status(&self) -> RwLockReadGuard<'_, Status> {
+        self.status.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn status_mut(&self) -> RwLockWriteGuard<'_, Status> {
+        self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Observes once, to give the demand estimator a first sample, and
+    /// builds the first cluster view.
+    pub fn warm_up(&self) -> Result<(), ServiceError> {
+        let mut control = self.control();
+        self.observed(control.sample())?;
+        self.refresh_view(&mut control)
+    }
+
+    fn observed<T>(&self, r: Result<T, ControlError>) -> Result<T, ServiceError> {
+        if r.is_err() {
+            self.status_mut().counters.driver_errors += 1;
+        }
+        Ok(r?)
+    }
+
+    fn refresh_view(&self, control: &mut ControlLoop<DynDriver>) -> Result<(), ServiceError> {
+        let mut none = keel_policy::balance::NoBalancer;
+        let proposal = self.observed(control.propose_with(&mut none))?;
+        let view = self.view_of(&proposal, control.rules());
+        self.status_mut().view = Some(view);
+        Ok(())
+    }
+
+    /// One periodic round: observe, estimate, plan; then, by automation
+    /// level, store the plan as recommended or execute it.
+    pub fn step(&self) -> Result<StepReport, ServiceError> {
+        let mut control = self.control();
+        let proposal = self.observed(control.propose())?;
+        let view = self.view_of(&proposal, control.rules());
+        let now = self.clock.now_unix_ms();
+        let mut status = self.status_mut();
+        status.view = Some(view);
+        status.counters.iterations += 1;
+        status.counters.record_plan_time(proposal.plan_seconds);
+        if proposal.moves.is_empty() {
+            return Ok(StepReport {
+                plan: None,
+                state: None,
+                new_plan: false,
+            });
+        }
+        if self.automation != Automation::Full {
+            if let Some(same) = status
+                .plans
+                .recommended()
+                .filter(|p| same_moves(&p.moves, &proposal.moves))
+            {
+                return Ok(StepReport {
+                    plan: Some(same.id),
+                    state: Some(PlanState::Recommended),
+                    new_plan: false,
+                });
+            }
+            let plan = new_plan(&proposal, Trigger::Balance, control.rules());
+            let id = status
+                .plans
+                .add(plan, PlanState::Recommended, now, "balancing round");
+            return Ok(StepReport {
+                plan: Some(id),
+                state: Some(PlanState::Recommended),
+                new_plan: true,
+            });
+        }
+        let plan = new_plan(&proposal, Trigger::Balance, control.rules());
+        let id = status
+            .plans
+            .add(plan, PlanState::Applying, now, "full automation");
+        drop(status);
+        let state = self.execute(&mut control, id, &proposal.moves)?;
+        Ok(StepReport {
+            plan: Some(id),
+            state: Some(state),
+            new_plan: true,
+        })
+    }
+
+    fn execute(
+        &self,
+        control: &mut ControlLoop<DynDriver>,
+        id: u64,
+        moves: &[NamedMove],
+    ) -> Result<PlanState, ServiceError> {
+        let outcomes = control.execute(moves);
+        let now = self.clock.now_unix_ms();
+        let state = {
+            let mut status = self.status_mut();
+            status.counters.record_moves(&outcomes);
+            status.plans.finish(id, outcomes, now)?
+        };
+        self.refresh_view(control)?;
+        Ok(state)
+    }
+
+    /// Marks a recommended plan as applying, after checking that every VM
+    /// it moves is still where the plan found it (a stale plan is rejected).
+    /// Run [`Service::run_plan`] next to execute it.
+    pub fn begin_apply(&self, id: u64, who: &str) -> Result<PlanRecord, ServiceError> {
+        let mut control = self.control();
+        let moves = self.status().plans.get(id)?.moves.clone();
+        let observation = self.observed(
+            control
+                .driver_mut()
+                .observe()
+                .map_err(ControlError::Observe),
+        )?;
+        let now = self.clock.now_unix_ms();
+        let mut status = self.status_mut();
+        status.plans.get(id).and_then(|p| {
+            if p.state == PlanState::Recommended {
+                Ok(())
+            } else {
+                Err(PlanError::NotRecommended { id, state: p.state })
+            }
+        })?;
+        for m in moves.iter().filter(|m| m.wave == moves[0].wave) {
+            let actual = observation.vms.iter().find(|v| v.name == m.vm);
+            let actual = actual.map_or("nowhere", |v| v.host.as_str());
+            if actual != m.from {
+                let err = ServiceError::Stale {
+                    id,
+                    vm: m.vm.clone(),
+                    actual: actual.to_string(),
+                    planned: m.from.clone(),
+                };
+                status.plans.reject(id, now, &err.to_string())?;
+                return Err(err);
+            }
+        }
+        Ok(status
+            .plans
+            .start_applying(id, now, &format!("applied by {who}"))?
+            .clone())
+    }
+
+    /// Executes an applying plan (blocks on the driver) and records the outcome.
+    pub fn run_plan(&self, id: u64) -> Result<PlanState, ServiceError> {
+        let mut control = self.control();
+        let moves = self.status().plans.get(id)?.moves.clone();
+        self.execute(&mut control, id, &moves)
+    }
+
+    /// Rejects a recommended plan.
+    pub fn reject(&self, id: u64, who: &str) -> Result<PlanRecord, ServiceError> {
+        let now = self.clock.now_unix_ms();
+        let mut status = self.status_mut();
+        status
+            .plans
+            .reject(id, now, &format!("rejected by {who}"))?;
+        Ok(status.plans.get(id)?.clone())
+    }
+
+    /// Puts `host` into maintenance and plans its evacuation at level 1
+    /// (mandatory moves only). The plan is recorded as applying whatever
+    /// the automation level (the operator asked for it): run
+    /// [`Service::run_plan`] with the returned id to execute it. `None`
+    /// when nothing has to move.
+    pub fn enter_maintenance(&self, host: &str) -> Result<Option<u64>, ServiceError> {
+        let mut control = self.control();
+        self.check_host(&mut control, host)?;
+        if !control.rules().maintenance.iter().any(|h| h == host) {
+            control.rules_mut().maintenance.push(host.to_string());
+        }
+        let mut evacuate = KeelBalancer {
+            config: PlannerConfig {
+                level: 1,
+                ..self.planner
+            },
+        };
+        let proposal = self.observed(control.propose_with(&mut evacuate))?;
+        let view = self.view_of(&proposal, control.rules());
+        let mut status = self.status_mut();
+        status.view = Some(view);
+        if proposal.moves.is_empty() {
+            return Ok(None);
+        }
+        let plan = new_plan(&proposal, Trigger::Maintenance, control.rules());
+        let note = format!("{host} entered maintenance");
+        let id = status
+            .plans
+            .add(plan, PlanState::Applying, self.clock.now_unix_ms(), &note);
+        Ok(Some(id))
+    }
+
+    /// Takes `host` out of maintenance; the next rounds may use it again.
+    pub fn leave_maintenance(&self, host: &str) -> Result<(), ServiceError> {
+        let mut control = self.control();
+        self.check_host(&mut control, host)?;
+        control.rules_mut().maintenance.retain(|h| h != host);
+        self.refresh_view(&mut control)
+    }
+
+    fn check_host(
+        &self,
+        control: &mut ControlLoop<DynDriver>,
+        host: &str,
+    ) -> Result<(), ServiceError> {
+        let known = self
+            .status()
+            .view
+            .as_ref()
+            .is_some_and(|v| v.hosts.iter().any(|h| h.name == host));
+        if known {
+            return Ok(());
+        }
+        let observation = self.observed(
+            control
+                .driver_mut()
+                .observe()
+                .map_err(ControlError::Observe),
+        )?;
+        if observation.hosts.iter().any(|h| h.name == host) {
+            Ok(())
+        } else {
+            Err(ServiceError::UnknownHost(host.to_string()))
+        }
+    }
+
+    /// The latest cluster view (`None` before the first observation).
+    pub fn cluster(&self) -> Option<ClusterView> {
+        self.status().view.clone()
+    }
+
+    /// Every plan kept, oldest first.
+    pub fn plans(&self) -> Vec<PlanRecord> {
+        self.status().plans.all().cloned().collect()
+    }
+
+    /// One plan.
+    pub fn plan(&self, id: u64) -> Result<PlanRecord, ServiceError> {
+        Ok(self.status().plans.get(id)?.clone())
+    }
+
+    /// Prometheus text exposition of the daemon's metrics.
+    pub fn metrics(&self) -> String {
+        let status = self.status();
+        crate::view::metrics_text(status.view.as_ref(), &status.counters, &status.plans)
+    }
+
+    /// The driver's short name.
+    pub fn driver_name(&self) -> &'static str {
+        self.driver_name
+    }
+
+    /// The clock's now, milliseconds since the Unix epoch.
+    pub fn now_unix_ms(&self) -> u64 {
+        self.clock.now_unix_ms()
+    }
+}
+
+impl Service {
+    fn view_of(&self, proposal: &Proposal, rules: &Rules) -> ClusterView {
+        ClusterView::new(
+            proposal,
+            rules,
+            self.driver_name,
+            self.automation,
+            self.clock.now_unix_ms(),
+        )
+    }
+}
+
+fn same_moves(a: &[NamedMove], b: &[NamedMove]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.vm == y.vm && x.from == y.from && x.to == y.to)
+}
+
+fn new_plan(proposal: &Proposal, trigger: Trigger, rules: &Rules) -> NewPlan {
+    let mut applied: Vec<String> = rules
+        .maintenance
+        .iter()
+        .map(|h| format!("maintenance: {h}"))
+        .collect();
+    let groups = [
+        ("affinity", &rules.affinity),
+        ("anti_affinity", &rules.anti_affinity),
+        ("pin", &rules.pin),
+    ];
+    for (kind, list) in groups {
+        applied.extend(list.iter().map(|r| format!("{kind}: {}", r.name)));
+    }
+    applied.extend(rules.vm_host.iter().map(|r| format!("vm_host: {}", r.name)));
+    applied.push(format!(
+        "overcommit: cpu {} memory {}",
+        rules.overcommit.cpu, rules.overcommit.memory
+    ));
+    NewPlan {
+        trigger,
+        driver_time_seconds: proposal.time_seconds,
+        imbalance_before: proposal.imbalance_before,
+        imbalance_after: proposal.imbalance_after,
+        rules: applied,
+        moves: proposal.moves.clone(),
+        unresolved: proposal
+            .unresolved
+            .iter()
+            .map(|(vm, reason)| UnresolvedMove {
+                vm: vm.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
+        plan_seconds: proposal.plan_seconds,
+    }
+}

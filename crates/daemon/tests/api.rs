@@ -1,0 +1,424 @@
+//! The REST API end to end: a server on 127.0.0.1 with an ephemeral port,
+//! the embedded default's simulated cluster, a fake clock (rounds driven by
+//! the test) or the wall clock with the periodic loop. A minimal HTTP/1.1
+//! client over std's TcpStream; every wait is bounded.
+
+use keel_daemon::api::ROUTES;
+use keel_daemon::view::METRIC_NAMES;
+use keel_daemon::{start, Automation, DaemonConfig, FakeClock, Running, Service, WallClock};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
+    assert!(addr.ip().is_loopback());
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text[9..12].parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Reply { status, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn get(addr: SocketAddr, path: &str) -> Reply {
+    call(addr, "GET", path, Some(TOKEN), "")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    running: Option<Running>,
+    service: Arc<Service>,
+}
+
+impl Daemon {
+    fn start(service: Service, interval: Option<Duration>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let service = Arc::new(service);
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let running = runtime
+            .block_on(start(service.clone(), listen, TOKEN.into(), interval))
+            .unwrap();
+        Self {
+            runtime,
+            running: Some(running),
+            service,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.running.as_ref().unwrap().local_addr
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.runtime.block_on(running.shutdown());
+        }
+    }
+}
+
+fn manual_daemon() -> (Daemon, FakeClock) {
+    let clock = FakeClock::at(1_700_000_000_000);
+    let config = DaemonConfig {
+        automation: Automation::Manual,
+        ..DaemonConfig::default()
+    };
+    let service = config.build_service(Arc::new(clock.clone())).unwrap();
+    service.warm_up().unwrap();
+    (Daemon::start(service, None), clock)
+}
+
+#[test]
+fn auth_cluster_shape_openapi_and_metrics() {
+    let (daemon, _clock) = manual_daemon();
+    let addr = daemon.addr();
+    let health = call(addr, "GET", "/healthz", None, "");
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    for (method, path) in ROUTES.iter().filter(|(_, p)| *p != "/healthz") {
+        let path = path.replace("{id}", "1").replace("{name}", "host-00");
+        let reply = call(addr, &method.to_uppercase(), &path, None, "");
+        assert_eq!(reply.status, 401, "{method} {path}");
+        assert_eq!(reply.json()["code"], "unauthorized");
+    }
+    let wrong = call(
+        addr,
+        "GET",
+        "/api/v1/cluster",
+        Some("nope-nope-nope-nope"),
+        "",
+    );
+    assert_eq!(wrong.status, 401);
+
+    let cluster = get(addr, "/api/v1/cluster");
+    assert_eq!(cluster.status, 200);
+    let c = cluster.json();
+    assert_eq!(c["hosts"].as_array().unwrap().len(), 10);
+    assert_eq!(c["vms"].as_array().unwrap().len(), 200);
+    assert_eq!(c["driver"], "sim");
+    assert_eq!(c["automation"], "manual");
+    for key in [
+        "std_dev",
+        "normalized",
+        "per_resource_std_dev",
+        "total_demand",
+        "mean_load",
+    ] {
+        assert!(!c["imbalance"][key].is_null(), "imbalance.{key}");
+    }
+    assert!(
+        c["imbalance"]["total_demand"]["cpu_cores"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let host = &c["hosts"][0];
+    for key in [
+        "name",
+        "capacity",
+        "maintenance",
+        "safe_to_service",
+        "vm_count",
+        "demand",
+        "load",
+    ] {
+        assert!(!host[key].is_null(), "host.{key}");
+    }
+    assert!(c["vms"][0]["host"].is_string());
+
+    let not_found = get(addr, "/api/v1/nothing");
+    assert_eq!(
+        (not_found.status, not_found.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    let openapi = get(addr, "/api/v1/openapi.json");
+    assert_eq!(openapi.status, 200);
+    let doc = openapi.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path) in ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "openapi lacks {method} {path}"
+        );
+    }
+
+    let metrics = get(addr, "/metrics");
+    assert_eq!(metrics.status, 200);
+    for name in METRIC_NAMES {
+        assert!(metrics.body.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+    assert!(metrics
+        .body
+        .contains("keel_host_load{host=\"host-00\",resource=\"cpu\"}"));
+
+    // API latency of GET /cluster (printed for docs/daemon.md).
+    let mut times: Vec<f64> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(get(addr, "/api/v1/cluster").status, 200);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "GET /api/v1/cluster: median {:.2} ms, max {:.2} ms",
+        times[25], times[49]
+    );
+}
+
+#[test]
+fn a_manual_plan_is_applied_through_the_api_and_maintenance_evacuates() {
+    let (daemon, clock) = manual_daemon();
+    let addr = daemon.addr();
+    let mut id = None;
+    for _ in 0..5 {
+        clock.advance_ms(2_000);
+        id = daemon.service.step().unwrap().plan;
+        if id.is_some() {
+            break;
+        }
+    }
+    let id = id.expect("a plan within 5 rounds");
+
+    let plans = get(addr, "/api/v1/plans").json();
+    assert_eq!(plans["automation"], "manual");
+    let plan = &plans["plans"][0];
+    assert_eq!(
+        (plan["id"].as_u64(), plan["state"].as_str()),
+        (Some(id), Some("recommended"))
+    );
+    assert!(plan["benefit"].as_f64().unwrap() > 0.0);
+    assert!(plan["moves"][0]["reason"]["kind"].is_string());
+    assert!(plan["moves"][0]["cost_seconds"].is_number());
+    assert!(plan["rules"].is_array());
+    let moves: Vec<(String, String)> = plan["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["vm"].as_str().unwrap().into(),
+                m["to"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+
+    let bad_json = call(
+        addr,
+        "POST",
+        &format!("/api/v1/plans/{id}/apply"),
+        Some(TOKEN),
+        "{oops",
+    );
+    assert_eq!(
+        (bad_json.status, bad_json.json()["code"].as_str()),
+        (400, Some("bad_json"))
+    );
+    let big = format!("{{\"by\": \"{}\"}}", "x".repeat(100_000));
+    let too_big = call(
+        addr,
+        "POST",
+        &format!("/api/v1/plans/{id}/apply"),
+        Some(TOKEN),
+        &big,
+    );
+    assert_eq!(too_big.status, 413);
+    assert_eq!(
+        call(addr, "POST", "/api/v1/plans/999/apply", Some(TOKEN), "").status,
+        404
+    );
+    assert_eq!(
+        call(addr, "POST", "/api/v1/plans/x/apply", Some(TOKEN), "").status,
+        400
+    );
+
+    let applied = call(
+        addr,
+        "POST",
+        &format!("/api/v1/plans/{id}/apply"),
+        Some(TOKEN),
+        r#"{"by": "alice"}"#,
+    );
+    assert_eq!(applied.status, 202, "{}", applied.body);
+    wait_until("the plan to be done", Duration::from_secs(10), || {
+        get(addr, &format!("/api/v1/plans/{id}")).json()["state"] == "done"
+    });
+    let cluster = get(addr, "/api/v1/cluster").json();
+    let host_of = |vm: &str| {
+        cluster["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == vm)
+            .unwrap()["host"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for (vm, to) in &moves {
+        assert_eq!(&host_of(vm), to, "{vm}");
+    }
+    let twice = call(
+        addr,
+        "POST",
+        &format!("/api/v1/plans/{id}/apply"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(
+        (twice.status, twice.json()["code"].as_str()),
+        (409, Some("conflict"))
+    );
+
+    let enter = call(
+        addr,
+        "POST",
+        "/api/v1/hosts/host-01/maintenance",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(enter.status, 202, "{}", enter.body);
+    assert!(enter.json()["evacuation_plan"].is_u64());
+    wait_until("host-01 to be empty", Duration::from_secs(10), || {
+        let c = get(addr, "/api/v1/cluster").json();
+        c["hosts"][1]["safe_to_service"] == true && c["hosts"][1]["vm_count"] == 0
+    });
+    let unknown = call(
+        addr,
+        "POST",
+        "/api/v1/hosts/nope/maintenance",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(unknown.status, 404);
+    let leave = call(
+        addr,
+        "DELETE",
+        "/api/v1/hosts/host-01/maintenance",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(leave.status, 200);
+    assert_eq!(
+        get(addr, "/api/v1/cluster").json()["hosts"][1]["maintenance"],
+        false
+    );
+    let metrics = get(addr, "/metrics").body;
+    assert!(!metrics.contains("keel_migrations_total{result=\"ok\"} 0\n"));
+}
+
+#[test]
+fn the_embedded_default_balances_on_its_own() {
+    let config = DaemonConfig {
+        interval_seconds: 0.1,
+        sim: keel_daemon::demo::DemoConfig {
+            wall_seconds_per_sample: 0.1,
+            ..Default::default()
+        },
+        ..DaemonConfig::embedded_default()
+    };
+    let started = Instant::now();
+    let service = config.build_service(Arc::new(WallClock)).unwrap();
+    service.warm_up().unwrap();
+    let daemon = Daemon::start(service, Some(Duration::from_millis(100)));
+    let addr = daemon.addr();
+    println!(
+        "startup: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut initial = 0.0;
+    wait_until("a plan done by the loop", Duration::from_secs(30), || {
+        let plans = get(addr, "/api/v1/plans").json();
+        let done = plans["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["state"] == "done")
+            .cloned();
+        if let Some(plan) = done {
+            initial = plan["imbalance_before"]["std_dev"].as_f64().unwrap();
+        }
+        initial > 0.0
+    });
+    println!(
+        "first plan done: {:.0} ms after start",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut now = initial;
+    wait_until(
+        "the imbalance to fall by a third",
+        Duration::from_secs(30),
+        || {
+            now = get(addr, "/api/v1/cluster").json()["imbalance"]["std_dev"]
+                .as_f64()
+                .unwrap();
+            now < initial * 2.0 / 3.0
+        },
+    );
+    println!(
+        "imbalance {initial:.3} -> {now:.3} after {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
