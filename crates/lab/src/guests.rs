@@ -60,7 +60,7 @@ pub fn start_kvm_probe(dir: &Path, img: &Image, sf: &mut StateFile) -> Result<Kv
             "-initrd".as_ref(),
             img.initrd.as_os_str(),
             "-append".as_ref(),
-            "console=ttyS0 quiet panic=-1".as_ref(),
+            "console=ttyS0 quiet panic=-1 clocksource=hpet tsc=unstable".as_ref(),
         ],
         &dir.join("kvm-probe.log"),
     )?;
@@ -104,7 +104,7 @@ pub fn domain_xml(name: &str, kvm: bool, img: &Image, serial: &Path, net: bool) 
     format!(
         "<domain type='{ty}'>\n  <name>{name}</name>\n  <memory unit='MiB'>128</memory>\n  <vcpu>1</vcpu>\n\
   <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n    <kernel>{k}</kernel>\n    <initrd>{i}</initrd>\n\
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline>\n  </os>\n\
+    <cmdline>console=ttyS0 quiet panic=-1 clocksource=hpet tsc=unstable</cmdline>\n  </os>\n\
   <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n  <on_crash>destroy</on_crash>\n\
   <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n\
     <serial type='file'><source path='{s}'/><target port='0'/></serial>\n{iface}\
