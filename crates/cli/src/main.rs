@@ -13,6 +13,7 @@ mod lab_cmd;
 mod output;
 mod plan_cmd;
 mod reference;
+mod serve_cmd;
 mod sim_cmd;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,11 @@ enum Command {
     /// libvirtd: `keel lab up --hosts N --vms M`, `keel lab status`,
     /// `keel lab down` (needs root; see docs/lab.md).
     Lab(lab_cmd::LabArgs),
+    /// Run the daemon: control loop, REST API (/api/v1), /metrics, bearer
+    /// token in the data directory. With no config: a simulated cluster
+    /// replaying the bundled PlanetLab day in accelerated time (see
+    /// docs/daemon.md).
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => gen_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Plan(args) => plan_cmd::run(args),
         Command::Lab(args) => lab_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
