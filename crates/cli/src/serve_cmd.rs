@@ -72,8 +72,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         config.automation = automation;
     }
     config.check().context("config")?;
+    // Colours only on a terminal: journald and log files get plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(tracing::Level::INFO)
         .init();
     let data_dir = match &config.data_dir {
