@@ -4,7 +4,9 @@
 //! blkiotune and completed-job statistics).
 //!
 //! What it reads, per host and observation:
-//! - capacity from `virNodeGetInfo`: logical CPUs as cores, memory;
+//! - capacity from `virNodeGetInfo`: logical CPUs as cores, memory (the CPU
+//!   figure can be overridden per host, see
+//!   [`LibvirtDriver::set_host_cpu_capacity`]);
 //! - per active domain, `virDomainGetInfo`: vCPUs, maximum memory, state and
 //!   CPU time (the same figure as domain stats' `cpu.time`: all vCPU and
 //!   emulator threads); disk bytes (`rd.bytes + wr.bytes`) and network bytes
@@ -56,6 +58,8 @@ struct Host {
     /// Where migration data goes (`tcp://ADDRESS[:PORT]`); `None` lets
     /// libvirt choose from the destination's host name.
     migration_uri: Option<String>,
+    /// CPU capacity to report instead of `virNodeGetInfo`'s CPU count.
+    cpu_capacity: Option<f64>,
     conn: Connect,
 }
 
@@ -96,6 +100,7 @@ impl LibvirtDriver {
                 uri: uri.clone(),
                 peer_uri: uri.clone(),
                 migration_uri: None,
+                cpu_capacity: None,
                 conn,
             });
         }
@@ -119,6 +124,23 @@ impl LibvirtDriver {
         let h = self.host_mut(host)?;
         h.peer_uri = peer_uri.to_string();
         h.migration_uri = migration_uri.map(str::to_string);
+        Ok(())
+    }
+
+    /// Reports `cores` as `host`'s CPU capacity instead of the logical CPU
+    /// count of `virNodeGetInfo`. For hosts whose guests may use only part
+    /// of the machine libvirt runs on: `keel lab` runs every "host" on the
+    /// same machine and pins each host's guests to its own core, so each
+    /// host's capacity is that one core, not the whole machine's. On a
+    /// real cluster leave it unset.
+    pub fn set_host_cpu_capacity(&mut self, host: &str, cores: f64) -> Result<(), DriverError> {
+        if !(cores.is_finite() && cores > 0.0) {
+            return Err(invalid(
+                format!("setting the CPU capacity of host {host}"),
+                format!("{cores} cores (must be > 0)"),
+            ));
+        }
+        self.host_mut(host)?.cpu_capacity = Some(cores);
         Ok(())
     }
 
@@ -203,7 +225,7 @@ impl Driver for LibvirtDriver {
             hosts.push(HostInfo {
                 name: host.name.clone(),
                 capacity: Resources::new(
-                    f64::from(node.cpus),
+                    host.cpu_capacity.unwrap_or(f64::from(node.cpus)),
                     node.memory as f64 * 1024.0,
                     0.0,
                     0.0,

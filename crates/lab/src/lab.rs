@@ -38,9 +38,21 @@ fn say(out: &mut dyn Write, msg: std::fmt::Arguments) {
     let _ = out.flush();
 }
 
-/// Builds the lab: image, hosts with their libvirtd, guests; prints a
-/// summary to `out`. On failure the state file is kept: run [`crate::down`].
+/// Builds the lab: image, hosts with their libvirtd, guests (round-robin
+/// over the hosts); prints a summary to `out`. On failure the state file is
+/// kept: run [`crate::down`].
 pub fn up(lab: &Lab, opts: UpOptions, out: &mut dyn Write) -> Result<StateFile> {
+    up_placed(lab, opts, &|j| j, out)
+}
+
+/// [`up`], with guest `j` on host `host_of(j) % opts.hosts` (the selftest
+/// puts every guest on host 0).
+pub fn up_placed(
+    lab: &Lab,
+    opts: UpOptions,
+    host_of: &dyn Fn(usize) -> usize,
+    out: &mut dyn Write,
+) -> Result<StateFile> {
     if opts.hosts == 0 || opts.hosts > 200 {
         return Err(failed("check options", "--hosts must be between 1 and 200"));
     }
@@ -114,7 +126,7 @@ pub fn up(lab: &Lab, opts: UpOptions, out: &mut dyn Write) -> Result<StateFile> 
     std::fs::create_dir_all(&vmdir).map_err(io("create vm directory", &vmdir))?;
     let mut booting = Vec::new();
     for j in 0..opts.vms {
-        let h = j % opts.hosts;
+        let h = host_of(j) % opts.hosts;
         let name = format!("{}-vm{j}", lab.prefix);
         let serial = vmdir.join(format!("{name}.serial"));
         let uri = sf.state.hosts[h].unix_uri.clone();

@@ -6,6 +6,10 @@
 //! crate links no C library. Every resource is recorded in the state file
 //! (`state.json` in the lab directory) before it is created, so that
 //! [`down`] cleans up even after `up` was killed half-way. See docs/lab.md.
+//!
+//! With the cargo feature `libvirt`, [`selftest`] runs one control
+//! iteration of Keel against the lab through the libvirt driver (which does
+//! link libvirt's C library); without it the crate links none.
 
 pub mod cmd;
 mod down;
@@ -15,11 +19,13 @@ pub mod hosts;
 pub mod image;
 mod lab;
 pub mod prereq;
+#[cfg(feature = "libvirt")]
+pub mod selftest;
 pub mod state;
 
 pub use down::{down, DownReport};
 pub use error::{LabError, Result};
-pub use lab::{status, up, Accel, UpOptions};
+pub use lab::{status, up, up_placed, Accel, UpOptions};
 
 use std::path::{Path, PathBuf};
 
