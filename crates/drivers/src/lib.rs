@@ -189,6 +189,16 @@ pub struct Capabilities {
     pub io_tunables: bool,
 }
 
+impl Capabilities {
+    /// Everything: live migration and every tunable.
+    pub const ALL: Capabilities = Capabilities {
+        live_migration: true,
+        cpu_tunables: true,
+        memory_tunables: true,
+        io_tunables: true,
+    };
+}
+
 /// A body Keel acts through. Required: `observe`, `migrate`; tunables
 /// default to `Unsupported`, so a driver without them says so at run time
 /// through [`Driver::capabilities`] rather than failing silently.

@@ -206,12 +206,7 @@ impl Driver for LibvirtDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            live_migration: true,
-            cpu_tunables: true,
-            memory_tunables: true,
-            io_tunables: true,
-        }
+        Capabilities::ALL
     }
 
     fn observe(&mut self) -> Result<Observation, DriverError> {
