@@ -110,6 +110,8 @@ impl Lab {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
+        // Limits left by a crashed earlier run must not leak into this one.
+        remove_guest_cgroups(&GUEST_NAMES);
         let dir = std::env::temp_dir().join(format!("keel-lv-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut lab = Lab {
@@ -374,6 +376,45 @@ pub fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> Result<(), 
     Err(())
 }
 
+/// Removes the (empty) cgroups libvirt made for guests called `names`
+/// (`machine/qemu-<id>-<name>.libvirt-qemu` in every controller). libvirt
+/// removes them when a guest shuts down, but not when its QEMU and daemon
+/// are killed, and a later guest of the same name and id would inherit the
+/// old limits (a CPU cap of a previous run, say).
+pub fn remove_guest_cgroups(names: &[&str]) {
+    let controllers = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten();
+    for controller in controllers {
+        let machine = controller.path().join("machine");
+        for entry in std::fs::read_dir(&machine).into_iter().flatten().flatten() {
+            let file = entry.file_name().to_string_lossy().to_string();
+            let ours = names.iter().any(|n| {
+                file.starts_with("qemu-") && file.ends_with(&format!("-{n}.libvirt-qemu"))
+            });
+            if !ours {
+                continue;
+            }
+            // Children (vcpuN, emulator) first; rmdir fails harmlessly on a
+            // cgroup that still has tasks.
+            for child in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// Guest names the tests use.
+pub const GUEST_NAMES: [&str; 2] = ["g1", "m1"];
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // QEMUs first (libvirt's pid files, then anything naming the lab
@@ -413,6 +454,9 @@ impl Drop for Lab {
                 let _ = run("ip", &["netns", "del", ns]);
             }
         }
+        // The QEMUs are gone (killed, so libvirt did not tidy up after them).
+        std::thread::sleep(Duration::from_millis(200));
+        remove_guest_cgroups(&GUEST_NAMES);
         if std::env::var_os("KEEL_KEEP_LAB").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
