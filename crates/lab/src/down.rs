@@ -176,6 +176,30 @@ pub fn down(lab: &Lab) -> Result<DownReport> {
             _ => {}
         }
     }
+    // libvirt removes a guest's machine cgroups when it stops the guest, not
+    // when its QEMU was killed (a crashed `up`): remove those left behind,
+    // or a later guest of the same name would inherit their limits.
+    let guests: Vec<&str> = res
+        .iter()
+        .filter_map(|x| match x {
+            Resource::Domain { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    for path in stale_guest_cgroups(&guests) {
+        // Only empty ones: a guest of the same name outside the lab keeps its own.
+        if has_tasks(&path) {
+            continue;
+        }
+        for child in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            if child.path().is_dir() {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        if std::fs::remove_dir(&path).is_ok() {
+            r.done.push(format!("removed cgroup {}", path.display()));
+        }
+    }
     // 8. Files, only if nothing is left mounted there.
     if r.failed.is_empty() && mounts_under(&lab.dir).is_empty() {
         for sub in ["hosts", "image", "vms", "ns"] {
@@ -211,4 +235,41 @@ pub fn mounts_under(dir: &std::path::Path) -> Vec<PathBuf> {
         .map(|m| PathBuf::from(m.replace("\\040", " ")))
         .filter(|m| m.starts_with(dir))
         .collect()
+}
+
+/// libvirt's machine cgroups (`machine/qemu-<id>-<name>.libvirt-qemu`, in
+/// every controller) of guests called `names`.
+fn stale_guest_cgroups(names: &[&str]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for controller in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let machine = controller.path().join("machine");
+        for entry in std::fs::read_dir(&machine).into_iter().flatten().flatten() {
+            let file = entry.file_name().to_string_lossy().to_string();
+            if file.starts_with("qemu-")
+                && names
+                    .iter()
+                    .any(|n| file.ends_with(&format!("-{n}.libvirt-qemu")))
+            {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Whether a cgroup or any child holds a process.
+fn has_tasks(path: &std::path::Path) -> bool {
+    let busy = |p: &std::path::Path| {
+        std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| !t.trim().is_empty())
+    };
+    busy(path)
+        || std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|c| c.path().is_dir() && busy(&c.path()))
 }
