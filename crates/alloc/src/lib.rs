@@ -1,0 +1,21 @@
+//! Host-local allocation enforcement (issue 5, first slice).
+//!
+//! - [`config`]: the per-VM allocation policy (shares or priority class,
+//!   reservation and limit for CPU, memory and disk I/O, nested resource
+//!   pools), parsed from TOML and validated with admission control.
+//! - [`plan`]: entitlements from demand and the policy
+//!   ([`keel_policy::balance::entitlement::divvy_tree`]), turned into
+//!   per-VM [`plan::Settings`].
+//! - [`cgroup`]: writes those settings to a VM's cgroup (v1 or v2),
+//!   idempotently and minimally, and undoes them.
+//! - [`procfs`]: finds a QEMU process's cgroup from `/proc/<pid>/cgroup`.
+//!
+//! Not yet here: wiring into the libvirt driver and the control loop, the
+//! libvirt tunables path, disk throttles (`io.max`, `blkio.throttle.*`).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cgroup;
+pub mod config;
+pub mod plan;
+pub mod procfs;
