@@ -227,16 +227,7 @@ fn header_index(header: &[u8], path: &Path) -> Result<[usize; COLUMNS.len()]> {
 }
 
 fn number(raw: &[u8], path: &Path, line: usize, column: usize) -> Result<f64> {
-    std::str::from_utf8(raw)
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| TraceLoadError::NotANumber {
-            path: path.into(),
-            line,
-            column: COLUMNS[column].into(),
-            value: shown(raw),
-        })
+    crate::util::parse_number(raw, path, line, COLUMNS[column])
 }
 
 fn timestamp(raw: &[u8], path: &Path, line: usize) -> Result<i64> {

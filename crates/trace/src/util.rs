@@ -69,6 +69,21 @@ pub(crate) fn metadata(path: &Path) -> Result<fs::Metadata> {
     fs::metadata(path).map_err(|e| TraceLoadError::io(path, e))
 }
 
+/// Parses a finite decimal number from `raw`, or names the file, line,
+/// column and value that is not one.
+pub(crate) fn parse_number(raw: &[u8], path: &Path, line: usize, column: &str) -> Result<f64> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| TraceLoadError::NotANumber {
+            path: path.into(),
+            line,
+            column: column.into(),
+            value: crate::error::shown(raw),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use std::path::Path;
 use keel_model::{VmSeries, WorkloadTrace};
 
 use crate::archive::GZIP_MAGIC;
-use crate::error::{shown, Result, TraceLoadError};
+use crate::error::{Result, TraceLoadError};
 use crate::util::{next_line, trim};
 
 /// Interval assumed when the first column is a step index.
@@ -103,16 +103,7 @@ pub(crate) fn parse_wide_csv(
         }
         for (c, raw) in buf.split(|&b| b == b',').enumerate() {
             let raw = trim(raw);
-            let v = std::str::from_utf8(raw)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok())
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| TraceLoadError::NotANumber {
-                    path: path.into(),
-                    line,
-                    column: header[c].clone(),
-                    value: shown(raw),
-                })?;
+            let v = crate::util::parse_number(raw, path, line, &header[c])?;
             if c == 0 {
                 if first_column.len() < 2 {
                     first_column.push(v);
