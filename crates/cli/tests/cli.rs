@@ -5,6 +5,9 @@
 //! Expected figures are CloudSim 3.0.3's for PlanetLab 2011-03-03 with the VM
 //! files in sorted (lexicographic) order, 800 hosts.
 
+mod common;
+
+use common::{assert_one_line_error, assert_success, stdout};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,54 +27,6 @@ fn keel_os(args: &[&std::ffi::OsStr]) -> Output {
         .args(args)
         .output()
         .expect("the keel binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts the command succeeded, showing its stderr if not.
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "keel failed with {:?}; stderr:\n{}",
-        out.status,
-        stderr(out)
-    );
-}
-
-/// Asserts a bad-input failure: exit code 1, and stderr is exactly one
-/// non-empty line (`keel: error: ...`) holding every one of `needles`.
-/// Returns that line.
-fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit code 1, got {:?}; stderr: {err:?}",
-        out.status
-    );
-    let line = err.strip_suffix('\n').unwrap_or(&err);
-    assert!(
-        !line.is_empty() && !line.contains('\n'),
-        "stderr is not exactly one line: {err:?}"
-    );
-    assert!(
-        line.starts_with("keel: error: "),
-        "unexpected error prefix: {line:?}"
-    );
-    for needle in needles {
-        assert!(
-            line.contains(needle),
-            "error line {line:?} does not contain {needle:?}"
-        );
-    }
-    assert!(out.stdout.is_empty(), "a failed run printed to stdout");
-    line.to_owned()
 }
 
 /// `path.display()` as a `String`, as the error messages print paths.

@@ -2,6 +2,9 @@
 //! run as a child process on generated clusters and on small hand-written
 //! states and rules in temp folders.
 
+mod common;
+
+use common::{assert_one_line_error, assert_success, stderr, stdout};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fs;
@@ -14,41 +17,6 @@ fn keel<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
         .args(args)
         .output()
         .expect("the keel binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "keel failed with {:?}; stderr:\n{}",
-        out.status,
-        stderr(out)
-    );
-}
-
-/// Asserts a bad-input failure: exit code 1, stderr exactly one line
-/// `keel: error: ...` holding every one of `needles`, nothing on stdout.
-fn assert_one_line_error(out: &Output, needles: &[&str]) -> String {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err:?}");
-    let line = err.strip_suffix('\n').unwrap_or(&err);
-    assert!(
-        !line.is_empty() && !line.contains('\n'),
-        "stderr is not exactly one line: {err:?}"
-    );
-    assert!(line.starts_with("keel: error: "), "prefix: {line:?}");
-    for needle in needles {
-        assert!(line.contains(needle), "{line:?} lacks {needle:?}");
-    }
-    assert!(out.stdout.is_empty(), "a failed run printed to stdout");
-    line.to_owned()
 }
 
 fn shown(path: &Path) -> String {
