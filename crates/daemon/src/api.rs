@@ -37,6 +37,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/plans/{id}/reject"),
     ("post", "/api/v1/hosts/{name}/maintenance"),
     ("delete", "/api/v1/hosts/{name}/maintenance"),
+    ("get", "/api/v1/settings"),
+    ("patch", "/api/v1/settings"),
+    ("get", "/api/v1/rules"),
+    ("put", "/api/v1/rules"),
+    ("post", "/api/v1/rules/{kind}"),
+    ("delete", "/api/v1/rules/{kind}/{name}"),
 ];
 
 /// What the handlers share.
@@ -60,7 +66,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -85,11 +91,21 @@ impl From<ServiceError> for ApiError {
             ServiceError::Plan(_) => Self::new(StatusCode::CONFLICT, "conflict", message),
             ServiceError::Stale { .. } => Self::new(StatusCode::CONFLICT, "stale_plan", message),
             ServiceError::Control(_) => Self::new(StatusCode::BAD_GATEWAY, "driver_error", message),
+            ServiceError::InvalidSetting { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_setting", message)
+            }
+            ServiceError::InvalidRules(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules", message)
+            }
+            ServiceError::RuleExists { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::UnknownRule { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
         }
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The router: API, /metrics and /healthz over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -105,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/hosts/{name}/maintenance",
             post(enter_maintenance).delete(leave_maintenance),
         )
+        .merge(crate::api_settings::routes())
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -196,8 +213,10 @@ struct ActionBody {
     by: Option<String>,
 }
 
-fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
-    let bytes = body.map_err(|e| {
+/// The request body's bytes; a body over the size limit or unreadable is
+/// a JSON error.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|e| {
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "payload_too_large"
@@ -205,17 +224,29 @@ fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
             "bad_request"
         };
         ApiError::new(status, code, e.body_text())
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ActionBody::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    })
+}
+
+/// A JSON request body as `T`; `expected` tells the caller what to send.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    expected: &str,
+) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            format!("request body: {e} (expected {{\"by\": \"who\"}} or nothing)"),
+            format!("request body: {e} (expected {expected})"),
         )
     })
+}
+
+fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
+    let bytes = body_bytes(body)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ActionBody::default());
+    }
+    json_body(&bytes, "{\"by\": \"who\"} or nothing")
 }
 
 fn who(body: &ActionBody) -> String {
@@ -225,7 +256,7 @@ fn who(body: &ActionBody) -> String {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)

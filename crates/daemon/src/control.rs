@@ -164,6 +164,26 @@ impl<D: Driver> ControlLoop<D> {
         &mut self.rules
     }
 
+    /// Replaces the balancer (a new migration threshold level, say); the
+    /// next round plans with it.
+    pub fn set_balancer(&mut self, balancer: Box<dyn Balancer + Send>) {
+        self.balancer = balancer;
+    }
+
+    /// Checks that `rules` fit the cluster as last observed (every VM and
+    /// host they name exists, hard rules leave each VM a host). Before the
+    /// first observation there is nothing to check against: accepted.
+    pub fn check_rules(&mut self, rules: &Rules) -> Result<(), ControlError> {
+        let Some(observation) = self.previous.clone() else {
+            return Ok(());
+        };
+        let cluster = self.cluster_from(&observation)?;
+        rules
+            .compile(&cluster)
+            .map(|_| ())
+            .map_err(|e| ControlError::Rules(e.to_string()))
+    }
+
     /// Observes and feeds the estimator without planning (a warm-up sample).
     pub fn sample(&mut self) -> Result<(), ControlError> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;

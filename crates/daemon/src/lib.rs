@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod api_settings;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod plans;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod view;
 
 pub use clock::{Clock, FakeClock, WallClock};

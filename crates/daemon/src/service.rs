@@ -72,6 +72,35 @@ pub enum ServiceError {
     /// No host has this name.
     #[error("unknown host {0:?}")]
     UnknownHost(String),
+    /// A run-time setting is out of range.
+    #[error("setting {setting} = {value}: expected {expected}")]
+    InvalidSetting {
+        /// Which setting.
+        setting: &'static str,
+        /// The value asked for.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// New rules do not fit the observed cluster; the old ones stay.
+    #[error("rules rejected, the rules in force are unchanged: {0}")]
+    InvalidRules(String),
+    /// A rule of this kind and name exists already.
+    #[error("a {kind} rule named {name:?} exists already")]
+    RuleExists {
+        /// Rule kind (`affinity`, `anti_affinity`, `vm_host`, `pin`).
+        kind: &'static str,
+        /// Rule name.
+        name: String,
+    },
+    /// No rule of this kind has this name.
+    #[error("no {kind} rule named {name:?}")]
+    UnknownRule {
+        /// Rule kind.
+        kind: &'static str,
+        /// Rule name.
+        name: String,
+    },
     /// The cluster changed since the plan was made; it was rejected.
     #[error("plan {id} is stale: {vm} is on {actual}, the plan moves it from {planned}; the plan was rejected")]
     Stale {
@@ -108,9 +137,17 @@ pub struct Service {
     control: Mutex<ControlLoop<DynDriver>>,
     status: RwLock<Status>,
     clock: Arc<dyn Clock>,
-    automation: Automation,
-    planner: PlannerConfig,
+    /// Automation level and planner settings, changeable at run time
+    /// (`crate::settings`). Lock order: after the control loop.
+    pub(crate) tuning: RwLock<Tuning>,
     driver_name: &'static str,
+}
+
+/// The settings an operator may change while the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Tuning {
+    pub(crate) automation: Automation,
+    pub(crate) planner: PlannerConfig,
 }
 
 impl Service {
@@ -132,18 +169,24 @@ impl Service {
                 counters: Counters::default(),
             }),
             clock,
-            automation: config.automation,
-            planner: config.planner,
+            tuning: RwLock::new(Tuning {
+                automation: config.automation,
+                planner: config.planner,
+            }),
             driver_name,
         }
     }
 
     /// The automation level.
     pub fn automation(&self) -> Automation {
-        self.automation
+        self.tuning().automation
     }
 
-    fn control(&self) -> MutexGuard<'_, ControlLoop<DynDriver>> {
+    pub(crate) fn tuning(&self) -> Tuning {
+        *self.tuning.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn control(&self) -> MutexGuard<'_, ControlLoop<DynDriver>> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -163,14 +206,17 @@ impl Service {
         self.refresh_view(&mut control)
     }
 
-    fn observed<T>(&self, r: Result<T, ControlError>) -> Result<T, ServiceError> {
+    pub(crate) fn observed<T>(&self, r: Result<T, ControlError>) -> Result<T, ServiceError> {
         if r.is_err() {
             self.status_mut().counters.driver_errors += 1;
         }
         Ok(r?)
     }
 
-    fn refresh_view(&self, control: &mut ControlLoop<DynDriver>) -> Result<(), ServiceError> {
+    pub(crate) fn refresh_view(
+        &self,
+        control: &mut ControlLoop<DynDriver>,
+    ) -> Result<(), ServiceError> {
         let mut none = keel_policy::balance::NoBalancer;
         let proposal = self.observed(control.propose_with(&mut none))?;
         let view = self.view_of(&proposal, control.rules());
@@ -196,7 +242,7 @@ impl Service {
                 new_plan: false,
             });
         }
-        if self.automation != Automation::Full {
+        if self.automation() != Automation::Full {
             if let Some(same) = status
                 .plans
                 .recommended()
@@ -320,7 +366,7 @@ impl Service {
         let mut evacuate = KeelBalancer {
             config: PlannerConfig {
                 level: 1,
-                ..self.planner
+                ..self.tuning().planner
             },
         };
         let proposal = self.observed(control.propose_with(&mut evacuate))?;
@@ -410,7 +456,7 @@ impl Service {
             proposal,
             rules,
             self.driver_name,
-            self.automation,
+            self.automation(),
             self.clock.now_unix_ms(),
         )
     }

@@ -18,6 +18,6 @@ pub use cluster::{
 };
 pub use power::{PowerModel, PowerModelError};
 pub use resources::{Resource, Resources};
-pub use rules::{CompiledRules, Overcommit, RuleError, Rules, VmHostKind};
+pub use rules::{CompiledRules, Overcommit, RuleError, Rules, VmGroupRule, VmHostKind, VmHostRule};
 pub use spec::{HostSpec, VmSpec};
 pub use trace::{ResourceUsage, TraceError, VmSeries, WorkloadTrace};

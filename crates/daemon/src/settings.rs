@@ -1,0 +1,244 @@
+//! What an operator may change while the daemon runs: the automation level,
+//! the migration threshold level and the placement rules. Every change is
+//! checked before it takes effect (rules against the cluster as last
+//! observed); a refused change leaves everything as it was.
+
+use crate::control::ControlError;
+use crate::service::{Automation, Service, ServiceError};
+use keel_model::{Rules, VmGroupRule, VmHostRule};
+use keel_policy::balance::KeelBalancer;
+use serde::{Deserialize, Serialize};
+
+/// The run-time settings as the API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Settings {
+    /// Automation level.
+    pub automation: Automation,
+    /// Migration threshold level, 1 (mandatory moves only) to 5 (most eager).
+    pub level: u8,
+}
+
+/// A change of settings; absent fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    /// New automation level.
+    pub automation: Option<Automation>,
+    /// New migration threshold level (1-5).
+    pub level: Option<i64>,
+}
+
+/// The four kinds of named rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    /// VMs kept on one host.
+    Affinity,
+    /// VMs kept on different hosts.
+    AntiAffinity,
+    /// VMs bound to or kept off hosts, hard or soft.
+    VmHost,
+    /// VMs that stay where they are.
+    Pin,
+}
+
+impl RuleKind {
+    /// Every kind, in the order of the rules file.
+    pub const ALL: [RuleKind; 4] = [
+        RuleKind::Affinity,
+        RuleKind::AntiAffinity,
+        RuleKind::VmHost,
+        RuleKind::Pin,
+    ];
+
+    /// The name used in paths and in the rules file.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Affinity => "affinity",
+            RuleKind::AntiAffinity => "anti_affinity",
+            RuleKind::VmHost => "vm_host",
+            RuleKind::Pin => "pin",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    fn names(self, rules: &Rules) -> Vec<&str> {
+        match self {
+            RuleKind::VmHost => rules.vm_host.iter().map(|r| r.name.as_str()).collect(),
+            group => group_list(rules, group)
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect(),
+        }
+    }
+}
+
+fn group_list(rules: &Rules, kind: RuleKind) -> &Vec<VmGroupRule> {
+    match kind {
+        RuleKind::Affinity => &rules.affinity,
+        RuleKind::AntiAffinity => &rules.anti_affinity,
+        RuleKind::Pin | RuleKind::VmHost => &rules.pin,
+    }
+}
+
+fn group_list_mut(rules: &mut Rules, kind: RuleKind) -> &mut Vec<VmGroupRule> {
+    match kind {
+        RuleKind::Affinity => &mut rules.affinity,
+        RuleKind::AntiAffinity => &mut rules.anti_affinity,
+        RuleKind::Pin | RuleKind::VmHost => &mut rules.pin,
+    }
+}
+
+/// One named rule, of a group kind or a VM-host rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamedRule {
+    /// An affinity, anti-affinity or pin rule.
+    Group(VmGroupRule),
+    /// A VM-host rule.
+    VmHost(VmHostRule),
+}
+
+impl NamedRule {
+    fn name(&self) -> &str {
+        match self {
+            NamedRule::Group(r) => &r.name,
+            NamedRule::VmHost(r) => &r.name,
+        }
+    }
+}
+
+impl Service {
+    /// The run-time settings now.
+    pub fn settings(&self) -> Settings {
+        let tuning = self.tuning();
+        Settings {
+            automation: tuning.automation,
+            level: tuning.planner.level,
+        }
+    }
+
+    /// Changes the automation level and/or the migration threshold level;
+    /// the next round uses them.
+    pub fn change_settings(&self, change: SettingsChange) -> Result<Settings, ServiceError> {
+        let level = match change.level {
+            None => None,
+            Some(level @ 1..=5) => Some(level as u8),
+            Some(other) => {
+                return Err(ServiceError::InvalidSetting {
+                    setting: "level",
+                    value: other.to_string(),
+                    expected: "1 to 5",
+                })
+            }
+        };
+        let mut control = self.control();
+        let mut tuning = self.tuning.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(automation) = change.automation {
+            tuning.automation = automation;
+        }
+        if let Some(level) = level {
+            tuning.planner.level = level;
+            control.set_balancer(Box::new(KeelBalancer {
+                config: tuning.planner,
+            }));
+        }
+        Ok(Settings {
+            automation: tuning.automation,
+            level: tuning.planner.level,
+        })
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Rules {
+        self.control().rules().clone()
+    }
+
+    /// Replaces every rule (maintenance hosts and overcommit included)
+    /// after checking the new set against the cluster as last observed.
+    pub fn replace_rules(&self, rules: Rules) -> Result<Rules, ServiceError> {
+        let mut control = self.control();
+        check_unique_names(&rules)?;
+        control.check_rules(&rules).map_err(rules_error)?;
+        *control.rules_mut() = rules.clone();
+        self.refresh_view(&mut control)?;
+        Ok(rules)
+    }
+
+    /// Adds one named rule of `kind`; its name must be new within the kind.
+    pub fn add_rule(&self, kind: RuleKind, rule: NamedRule) -> Result<Rules, ServiceError> {
+        let control = self.control();
+        let mut rules = control.rules().clone();
+        drop(control);
+        if kind.names(&rules).contains(&rule.name()) {
+            return Err(ServiceError::RuleExists {
+                kind: kind.name(),
+                name: rule.name().to_string(),
+            });
+        }
+        match (kind, rule) {
+            (RuleKind::VmHost, NamedRule::VmHost(r)) => rules.vm_host.push(r),
+            (RuleKind::VmHost, NamedRule::Group(r)) => {
+                return Err(ServiceError::InvalidRules(format!(
+                    "rule {:?}: a vm_host rule needs hosts and kind",
+                    r.name
+                )))
+            }
+            (group, NamedRule::Group(r)) => group_list_mut(&mut rules, group).push(r),
+            (group, NamedRule::VmHost(r)) => {
+                return Err(ServiceError::InvalidRules(format!(
+                    "rule {:?}: a {} rule has only name and vms",
+                    r.name,
+                    group.name()
+                )))
+            }
+        }
+        self.replace_rules(rules)
+    }
+
+    /// Removes the rule of `kind` named `name`.
+    pub fn remove_rule(&self, kind: RuleKind, name: &str) -> Result<Rules, ServiceError> {
+        let mut control = self.control();
+        let rules = control.rules_mut();
+        let before = kind.names(rules).len();
+        match kind {
+            RuleKind::VmHost => rules.vm_host.retain(|r| r.name != name),
+            group => group_list_mut(rules, group).retain(|r| r.name != name),
+        }
+        if kind.names(rules).len() == before {
+            return Err(ServiceError::UnknownRule {
+                kind: kind.name(),
+                name: name.to_string(),
+            });
+        }
+        let rules = rules.clone();
+        // Removing a rule cannot make the rest conflict; refresh the view.
+        self.refresh_view(&mut control)?;
+        Ok(rules)
+    }
+}
+
+fn rules_error(e: ControlError) -> ServiceError {
+    match e {
+        ControlError::Rules(message) => ServiceError::InvalidRules(message),
+        other => ServiceError::Control(other),
+    }
+}
+
+/// Rule names are unique within a kind (the API addresses rules by them);
+/// numbers and names of VMs and hosts are checked by compiling the rules.
+fn check_unique_names(rules: &Rules) -> Result<(), ServiceError> {
+    for kind in RuleKind::ALL {
+        let mut names = kind.names(rules);
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ServiceError::RuleExists {
+                kind: kind.name(),
+                name: w[0].to_string(),
+            });
+        }
+    }
+    Ok(())
+}

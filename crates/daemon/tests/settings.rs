@@ -1,0 +1,196 @@
+//! Run-time settings and rules through the API, against the embedded
+//! default's simulated cluster with a fake clock (rounds driven here).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+fn send(addr: SocketAddr, method: &str, path: &str, body: &Value) -> Reply {
+    call(addr, method, path, Some(TOKEN), &body.to_string())
+}
+
+/// Runs up to `rounds` control rounds; the plan id of the first that plans.
+fn plan_within(daemon: &Daemon, clock: &keel_daemon::FakeClock, rounds: usize) -> Option<u64> {
+    (0..rounds).find_map(|_| {
+        clock.advance_ms(2_000);
+        daemon.service.step().unwrap().plan
+    })
+}
+
+#[test]
+fn the_level_and_the_automation_change_at_run_time() {
+    let (daemon, clock) = manual_daemon();
+    let addr = daemon.addr();
+    let settings = get(addr, "/api/v1/settings").json();
+    assert_eq!(settings, json!({"automation": "manual", "level": 3}));
+
+    for (body, code) in [
+        (json!({"level": 9}), "invalid_setting"),
+        (json!({"level": 0}), "invalid_setting"),
+        (json!({"level": "high"}), "bad_json"),
+        (json!({"automation": "sometimes"}), "bad_json"),
+        (json!({"lvl": 2}), "bad_json"),
+    ] {
+        let reply = send(addr, "PATCH", "/api/v1/settings", &body);
+        assert_eq!(
+            (reply.status, reply.json()["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {}",
+            reply.body
+        );
+        assert!(reply.json()["message"].as_str().unwrap().contains("level") || code == "bad_json");
+    }
+    assert_eq!(get(addr, "/api/v1/settings").json()["level"], 3);
+
+    // Level 1 makes mandatory moves only: the unbalanced demo cluster
+    // breaks no rule, so nothing is planned.
+    let reply = send(addr, "PATCH", "/api/v1/settings", &json!({"level": 1}));
+    assert_eq!(reply.json(), json!({"automation": "manual", "level": 1}));
+    assert_eq!(plan_within(&daemon, &clock, 3), None);
+
+    // Back to level 3: balancing is recommended again; then full
+    // automation executes the next plan at once.
+    send(addr, "PATCH", "/api/v1/settings", &json!({"level": 3}));
+    let id = plan_within(&daemon, &clock, 5).expect("a plan at level 3");
+    assert_eq!(
+        daemon.service.plan(id).unwrap().state,
+        keel_daemon::PlanState::Recommended
+    );
+    let reply = send(
+        addr,
+        "PATCH",
+        "/api/v1/settings",
+        &json!({"automation": "full"}),
+    );
+    assert_eq!(reply.json()["automation"], "full");
+    let report = daemon.service.step().unwrap();
+    if let Some(id) = report.plan {
+        assert_eq!(
+            daemon.service.plan(id).unwrap().state,
+            keel_daemon::PlanState::Done
+        );
+    }
+    clock.advance_ms(2_000);
+    daemon.service.step().unwrap();
+    assert_eq!(get(addr, "/api/v1/cluster").json()["automation"], "full");
+}
+
+/// Two VMs that share a host in the demo's initial placement.
+fn two_neighbours(addr: SocketAddr) -> (String, String) {
+    let cluster = get(addr, "/api/v1/cluster").json();
+    let vms = cluster["vms"].as_array().unwrap();
+    let first = &vms[0];
+    let second = vms[1..]
+        .iter()
+        .find(|v| v["host"] == first["host"])
+        .expect("two VMs on one host");
+    (
+        first["name"].as_str().unwrap().to_string(),
+        second["name"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn rules_are_added_checked_listed_and_removed() {
+    let (daemon, clock) = manual_daemon();
+    let addr = daemon.addr();
+    let empty = get(addr, "/api/v1/rules").json();
+    assert_eq!(empty["anti_affinity"], json!([]));
+    assert_eq!(empty["overcommit"]["cpu"], 4.0);
+
+    // At level 1 only mandatory moves are planned: an anti-affinity rule
+    // over two neighbours makes exactly such a move.
+    send(addr, "PATCH", "/api/v1/settings", &json!({"level": 1}));
+    let (a, b) = two_neighbours(addr);
+    let rule = json!({"name": "db-pair", "vms": [a, b]});
+    let added = send(addr, "POST", "/api/v1/rules/anti_affinity", &rule);
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert_eq!(added.json()["anti_affinity"][0]["name"], "db-pair");
+    let id = plan_within(&daemon, &clock, 3).expect("the rule forces a move");
+    let plan = daemon.service.plan(id).unwrap();
+    assert_eq!(plan.moves.len(), 1, "{:?}", plan.moves);
+    assert!(plan.moves[0].vm == a || plan.moves[0].vm == b);
+    assert!(plan.rules.iter().any(|r| r == "anti_affinity: db-pair"));
+
+    let again = send(addr, "POST", "/api/v1/rules/anti_affinity", &rule);
+    assert_eq!(
+        (again.status, again.json()["code"].as_str()),
+        (409, Some("conflict"))
+    );
+    let unknown_vm = send(
+        addr,
+        "POST",
+        "/api/v1/rules/affinity",
+        &json!({"name": "ghosts", "vms": [a, "no-such-vm"]}),
+    );
+    assert_eq!(unknown_vm.status, 422, "{}", unknown_vm.body);
+    assert!(unknown_vm.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-vm"));
+    let wrong_shape = send(
+        addr,
+        "POST",
+        "/api/v1/rules/vm_host",
+        &json!({"name": "x", "vms": [a]}),
+    );
+    assert_eq!(wrong_shape.json()["code"], "bad_json");
+    let host = get(addr, "/api/v1/cluster").json()["hosts"][9]["name"].clone();
+    let soft = send(
+        addr,
+        "POST",
+        "/api/v1/rules/vm_host",
+        &json!({"name": "prefer-last", "vms": [a], "hosts": [host], "kind": "should", "weight": 0.5}),
+    );
+    assert_eq!(soft.status, 201, "{}", soft.body);
+    assert_eq!(
+        send(addr, "POST", "/api/v1/rules/colocation", &rule).status,
+        404
+    );
+    let conflict = json!({
+        "pin": [{"name": "stay", "vms": [a]}],
+        "vm_host": [{"name": "leave", "vms": [a], "hosts": [get(addr, "/api/v1/cluster").json()["vms"][0]["host"]], "kind": "must_not"}]
+    });
+    let refused = send(addr, "PUT", "/api/v1/rules", &conflict);
+    assert_eq!(refused.json()["code"], "invalid_rules", "{}", refused.body);
+    let bad_ratio = send(
+        addr,
+        "PUT",
+        "/api/v1/rules",
+        &json!({"overcommit": {"cpu": 0.0}}),
+    );
+    assert_eq!(bad_ratio.status, 422, "{}", bad_ratio.body);
+    let in_force = get(addr, "/api/v1/rules").json();
+    assert_eq!(in_force["anti_affinity"][0]["name"], "db-pair");
+    assert_eq!(in_force["vm_host"][0]["name"], "prefer-last");
+
+    let gone = call(
+        addr,
+        "DELETE",
+        "/api/v1/rules/anti_affinity/db-pair",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(gone.status, 200);
+    assert_eq!(gone.json()["anti_affinity"], json!([]));
+    let missing = call(
+        addr,
+        "DELETE",
+        "/api/v1/rules/anti_affinity/db-pair",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(missing.status, 404);
+
+    let replaced = send(
+        addr,
+        "PUT",
+        "/api/v1/rules",
+        &json!({"overcommit": {"cpu": 2.0, "memory": 1.0}}),
+    );
+    assert_eq!(replaced.status, 200, "{}", replaced.body);
+    assert_eq!(get(addr, "/api/v1/rules").json()["vm_host"], json!([]));
+    assert_eq!(get(addr, "/api/v1/rules").json()["overcommit"]["cpu"], 2.0);
+}
