@@ -21,7 +21,7 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7878].
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
-    /// Data directory (holds `token`) [default: $XDG_DATA_HOME/keel or
+    /// Data directory (holds `token` and the history `keel.db`) [default: $XDG_DATA_HOME/keel or
     /// ~/.local/share/keel].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -99,10 +99,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if !listen.ip().is_loopback() {
         tracing::warn!(%listen, "listening beyond loopback without TLS: put a TLS proxy in front");
     }
-    let service: Service = config.build_service(Arc::new(WallClock))?;
+    let service: Service = config.open_service(Arc::new(WallClock), &data_dir)?;
     service
         .warm_up()
         .context("first observation of the cluster")?;
+    let history_db = service.store().path().to_string();
     let service = Arc::new(service);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -115,6 +116,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!(
             url = %format!("http://{}/api/v1/cluster", running.local_addr),
             token_file = %data_dir.join("token").display(),
+            history = %history_db,
             automation = ?config.automation,
             interval_seconds = config.interval_seconds,
             startup_ms = started.elapsed().as_millis() as u64,

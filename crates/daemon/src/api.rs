@@ -43,6 +43,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/rules"),
     ("post", "/api/v1/rules/{kind}"),
     ("delete", "/api/v1/rules/{kind}/{name}"),
+    ("get", "/api/v1/vms/{name}/samples"),
+    ("get", "/api/v1/hosts/{name}/samples"),
+    ("get", "/api/v1/imbalance"),
+    ("get", "/api/v1/audit"),
 ];
 
 /// What the handlers share.
@@ -101,6 +105,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownRule { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", message)
             }
+            ServiceError::Store(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
+            }
         }
     }
 }
@@ -122,6 +129,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(enter_maintenance).delete(leave_maintenance),
         )
         .merge(crate::api_settings::routes())
+        .route(
+            "/api/v1/vms/{name}/samples",
+            get(crate::history_api::vm_samples),
+        )
+        .route(
+            "/api/v1/hosts/{name}/samples",
+            get(crate::history_api::host_samples),
+        )
+        .route("/api/v1/imbalance", get(crate::history_api::imbalance))
+        .route("/api/v1/audit", get(crate::history_api::audit))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -249,10 +266,12 @@ fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {
     json_body(&bytes, "{\"by\": \"who\"} or nothing")
 }
 
+/// Who asks, for plan notes and the audit log: the body's `by` (at most
+/// 64 characters), else `api` (the one bearer token).
 fn who(body: &ActionBody) -> String {
     match &body.by {
-        Some(by) => format!("{:.64} via the API", by),
-        None => "the API".to_string(),
+        Some(by) => format!("{:.64}", by),
+        None => "api".to_string(),
     }
 }
 
@@ -303,10 +322,10 @@ async fn enter_maintenance(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    action_body(body)?;
+    let by = who(&action_body(body)?);
     let service = state.service.clone();
     let host = name.clone();
-    let plan = blocking(move || service.enter_maintenance(&host)).await?;
+    let plan = blocking(move || service.enter_maintenance(&host, &by)).await?;
     tracing::info!(host = %name, plan = ?plan, "host entered maintenance");
     if let Some(id) = plan {
         run_in_background(state.service.clone(), id);
@@ -318,10 +337,12 @@ async fn enter_maintenance(
 async fn leave_maintenance(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    let by = who(&action_body(body)?);
     let service = state.service.clone();
     let host = name.clone();
-    blocking(move || service.leave_maintenance(&host)).await?;
+    blocking(move || service.leave_maintenance(&host, &by)).await?;
     tracing::info!(host = %name, "host left maintenance");
     Ok(Json(serde_json::json!({"host": name, "maintenance": false})).into_response())
 }

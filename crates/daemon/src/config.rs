@@ -4,11 +4,12 @@
 use crate::clock::Clock;
 use crate::demo::{demo_cluster, AcceleratedSim, DemoConfig, DemoError};
 use crate::service::{Automation, Service, ServiceConfig};
+use crate::store::{HistoryConfig, Store, StoreError};
 use keel_model::Rules;
 use keel_policy::balance::PlannerConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Default listen address: loopback only.
@@ -48,6 +49,8 @@ pub struct DaemonConfig {
     pub planner: PlannerConfig,
     /// Placement rules, as in `keel plan --rules`.
     pub rules: Rules,
+    /// Retention of the history database (`<data_dir>/keel.db`).
+    pub history: HistoryConfig,
 }
 
 impl Default for DaemonConfig {
@@ -62,6 +65,7 @@ impl Default for DaemonConfig {
             sim: DemoConfig::default(),
             planner: demo_planner(),
             rules: Rules::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -122,6 +126,13 @@ impl DaemonConfig {
                 expected: "1 to 5",
             });
         }
+        if let Err((setting, value, expected)) = self.history.check() {
+            return Err(ConfigError::History {
+                setting,
+                value,
+                expected,
+            });
+        }
         if let Some(token) = &self.token {
             crate::auth::check_token(token).map_err(|reason| ConfigError::Setting {
                 setting: "token",
@@ -136,8 +147,30 @@ impl DaemonConfig {
         Ok(())
     }
 
-    /// Builds the service this config describes, on `clock`.
+    /// Builds the service this config describes, on `clock`, with its
+    /// history in memory (gone at exit).
     pub fn build_service(&self, clock: Arc<dyn Clock>) -> Result<Service, ConfigError> {
+        let store = Store::in_memory(self.history.clone())?;
+        self.build_service_with(clock, store)
+    }
+
+    /// Builds the service this config describes, on `clock`, with its
+    /// history in `<data_dir>/keel.db` (created if missing).
+    pub fn open_service(
+        &self,
+        clock: Arc<dyn Clock>,
+        data_dir: &Path,
+    ) -> Result<Service, ConfigError> {
+        self.check()?;
+        let store = Store::open_in(data_dir, self.history.clone())?;
+        self.build_service_with(clock, store)
+    }
+
+    fn build_service_with(
+        &self,
+        clock: Arc<dyn Clock>,
+        store: Store,
+    ) -> Result<Service, ConfigError> {
         self.check()?;
         let driver = match self.driver {
             DriverKind::Sim => {
@@ -151,7 +184,7 @@ impl DaemonConfig {
             planner: self.planner,
             rules: self.rules.clone(),
         };
-        Ok(Service::new(Box::new(driver), config, clock))
+        Ok(Service::new(Box::new(driver), config, clock, store))
     }
 }
 
@@ -169,6 +202,19 @@ pub enum ConfigError {
         /// What it must be.
         expected: &'static str,
     },
+    /// A `[history]` setting is out of range.
+    #[error("setting {setting} = {value}: expected {expected}")]
+    History {
+        /// Which (`history.tiers[1].keep_seconds`...).
+        setting: String,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// The history database cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The simulated cluster cannot be built.
     #[error(transparent)]
     Sim(#[from] DemoError),

@@ -46,6 +46,17 @@ pub struct MoveOutcome {
     pub error: Option<String>,
 }
 
+/// One VM's measured usage between two observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmUsage {
+    /// The VM.
+    pub vm: String,
+    /// Its host at the later observation.
+    pub host: String,
+    /// CPU cores, memory bytes, disk and network bytes per second.
+    pub usage: keel_model::Resources,
+}
+
 /// What one iteration saw, decided and did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IterationReport {
@@ -113,6 +124,8 @@ pub struct ControlLoop<D: Driver> {
     migration_bandwidth: Option<f64>,
     /// Driver time of each VM's last successful migration (anti-ping-pong).
     last_migrated: HashMap<String, f64>,
+    /// Usage measured at the latest observation, not yet taken.
+    usage: Vec<VmUsage>,
 }
 
 impl<D: Driver> ControlLoop<D> {
@@ -128,6 +141,7 @@ impl<D: Driver> ControlLoop<D> {
             migration_timeout: Duration::from_secs(120),
             migration_bandwidth: None,
             last_migrated: HashMap::new(),
+            usage: Vec::new(),
         }
     }
 
@@ -184,6 +198,12 @@ impl<D: Driver> ControlLoop<D> {
             .map_err(|e| ControlError::Rules(e.to_string()))
     }
 
+    /// The usage measured since the previous observation, once: empty when
+    /// no observation measured anything new since the last call.
+    pub fn take_usage(&mut self) -> Vec<VmUsage> {
+        std::mem::take(&mut self.usage)
+    }
+
     /// Observes and feeds the estimator without planning (a warm-up sample).
     pub fn sample(&mut self) -> Result<(), ControlError> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;
@@ -199,6 +219,22 @@ impl<D: Driver> ControlLoop<D> {
                 // the earlier observation as the base of the next rates.
                 return;
             }
+            let hosts: HashMap<&str, &str> = observation
+                .vms
+                .iter()
+                .map(|v| (v.name.as_str(), v.host.as_str()))
+                .collect();
+            self.usage = usage
+                .iter()
+                .filter_map(|(vm, u)| {
+                    let host = *hosts.get(vm.as_str())?;
+                    Some(VmUsage {
+                        vm: vm.clone(),
+                        host: host.to_string(),
+                        usage: *u,
+                    })
+                })
+                .collect();
             let names: Vec<String> = observation.vms.iter().map(|v| v.name.clone()).collect();
             let rebuild = self
                 .tracker

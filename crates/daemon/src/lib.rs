@@ -9,7 +9,8 @@
 //! states, reasons), [`service`] (automation, maintenance, the shared
 //! state), [`view`] (cluster view and /metrics), [`api`] (routes),
 //! [`auth`] (the token), [`server`] (HTTP server and periodic loop),
-//! [`config`] (the config file and the embedded default), [`demo`] (the
+//! [`config`] (the config file and the embedded default), [`store`] (the
+//! history in SQLite), [`demo`] (the
 //! simulated cluster of the embedded default), [`clock`].
 #![deny(missing_docs)]
 
@@ -20,10 +21,12 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod history_api;
 pub mod plans;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod store;
 pub mod view;
 
 pub use clock::{Clock, FakeClock, WallClock};

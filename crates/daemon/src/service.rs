@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::control::{ControlError, ControlLoop, NamedMove, Proposal};
 use crate::plans::{NewPlan, PlanBook, PlanError, PlanRecord, PlanState, Trigger, UnresolvedMove};
+use crate::store::Store;
 use crate::view::{ClusterView, Counters};
 use keel_drivers::{
     Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation,
@@ -101,6 +102,9 @@ pub enum ServiceError {
         /// Rule name.
         name: String,
     },
+    /// The history database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The cluster changed since the plan was made; it was rejected.
     #[error("plan {id} is stale: {vm} is on {actual}, the plan moves it from {planned}; the plan was rejected")]
     Stale {
@@ -141,6 +145,7 @@ pub struct Service {
     /// (`crate::settings`). Lock order: after the control loop.
     pub(crate) tuning: RwLock<Tuning>,
     driver_name: &'static str,
+    store: Store,
 }
 
 /// The settings an operator may change while the daemon runs.
@@ -151,8 +156,14 @@ pub(crate) struct Tuning {
 }
 
 impl Service {
-    /// A service over `driver`, planning with Keel's balancer under `config`.
-    pub fn new(driver: Box<dyn Driver>, config: ServiceConfig, clock: Arc<dyn Clock>) -> Self {
+    /// A service over `driver`, planning with Keel's balancer under
+    /// `config`, keeping its history in `store`.
+    pub fn new(
+        driver: Box<dyn Driver>,
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+        store: Store,
+    ) -> Self {
         let driver_name = driver.name();
         let balancer = KeelBalancer {
             config: config.planner,
@@ -174,6 +185,7 @@ impl Service {
                 planner: config.planner,
             }),
             driver_name,
+            store,
         }
     }
 
@@ -231,6 +243,16 @@ impl Service {
         let proposal = self.observed(control.propose())?;
         let view = self.view_of(&proposal, control.rules());
         let now = self.clock.now_unix_ms();
+        let usage = control.take_usage();
+        if !usage.is_empty() {
+            // History is not worth stopping the loop for: log and go on.
+            let recorded = self
+                .store
+                .record_round(now, &usage, &view.hosts, &view.imbalance);
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "recording the round's samples failed");
+            }
+        }
         let mut status = self.status_mut();
         status.view = Some(view);
         status.counters.iterations += 1;
@@ -268,7 +290,14 @@ impl Service {
         let id = status
             .plans
             .add(plan, PlanState::Applying, now, "full automation");
+        let summary = status.plans.get(id).map(plan_summary).unwrap_or_default();
         drop(status);
+        self.audit(
+            "control-loop",
+            "plan.apply",
+            &format!("plan {id}"),
+            &summary,
+        );
         let state = self.execute(&mut control, id, &proposal.moves)?;
         Ok(StepReport {
             plan: Some(id),
@@ -329,10 +358,18 @@ impl Service {
                 return Err(err);
             }
         }
-        Ok(status
+        let record = status
             .plans
             .start_applying(id, now, &format!("applied by {who}"))?
-            .clone())
+            .clone();
+        drop(status);
+        self.audit(
+            who,
+            "plan.apply",
+            &format!("plan {id}"),
+            &plan_summary(&record),
+        );
+        Ok(record)
     }
 
     /// Executes an applying plan (blocks on the driver) and records the outcome.
@@ -349,7 +386,15 @@ impl Service {
         status
             .plans
             .reject(id, now, &format!("rejected by {who}"))?;
-        Ok(status.plans.get(id)?.clone())
+        let record = status.plans.get(id)?.clone();
+        drop(status);
+        self.audit(
+            who,
+            "plan.reject",
+            &format!("plan {id}"),
+            &plan_summary(&record),
+        );
+        Ok(record)
     }
 
     /// Puts `host` into maintenance and plans its evacuation at level 1
@@ -357,7 +402,7 @@ impl Service {
     /// the automation level (the operator asked for it): run
     /// [`Service::run_plan`] with the returned id to execute it. `None`
     /// when nothing has to move.
-    pub fn enter_maintenance(&self, host: &str) -> Result<Option<u64>, ServiceError> {
+    pub fn enter_maintenance(&self, host: &str, who: &str) -> Result<Option<u64>, ServiceError> {
         let mut control = self.control();
         self.check_host(&mut control, host)?;
         if !control.rules().maintenance.iter().any(|h| h == host) {
@@ -373,23 +418,47 @@ impl Service {
         let view = self.view_of(&proposal, control.rules());
         let mut status = self.status_mut();
         status.view = Some(view);
-        if proposal.moves.is_empty() {
-            return Ok(None);
-        }
-        let plan = new_plan(&proposal, Trigger::Maintenance, control.rules());
-        let note = format!("{host} entered maintenance");
-        let id = status
-            .plans
-            .add(plan, PlanState::Applying, self.clock.now_unix_ms(), &note);
-        Ok(Some(id))
+        let id = if proposal.moves.is_empty() {
+            None
+        } else {
+            let plan = new_plan(&proposal, Trigger::Maintenance, control.rules());
+            let note = format!("{host} entered maintenance");
+            Some(
+                status
+                    .plans
+                    .add(plan, PlanState::Applying, self.clock.now_unix_ms(), &note),
+            )
+        };
+        drop(status);
+        let detail = match id {
+            Some(id) => format!("evacuation plan {id} ({} moves)", proposal.moves.len()),
+            None => "nothing to evacuate".to_string(),
+        };
+        self.audit(who, "maintenance.enter", host, &detail);
+        Ok(id)
     }
 
     /// Takes `host` out of maintenance; the next rounds may use it again.
-    pub fn leave_maintenance(&self, host: &str) -> Result<(), ServiceError> {
+    pub fn leave_maintenance(&self, host: &str, who: &str) -> Result<(), ServiceError> {
         let mut control = self.control();
         self.check_host(&mut control, host)?;
         control.rules_mut().maintenance.retain(|h| h != host);
+        self.audit(who, "maintenance.leave", host, "");
         self.refresh_view(&mut control)
+    }
+
+    /// Appends to the audit log; a failure is logged, not returned (the
+    /// action itself happened).
+    pub fn audit(&self, who: &str, action: &str, target: &str, detail: &str) {
+        let now = self.clock.now_unix_ms();
+        if let Err(e) = self.store.audit(now, who, action, target, detail) {
+            tracing::warn!(error = %e, who, action, target, "writing the audit log failed");
+        }
+    }
+
+    /// The history database.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn check_host(
@@ -460,6 +529,15 @@ impl Service {
             self.clock.now_unix_ms(),
         )
     }
+}
+
+fn plan_summary(plan: &PlanRecord) -> String {
+    format!(
+        "{} moves, imbalance {:.4} -> {:.4}",
+        plan.moves.len(),
+        plan.imbalance_before.std_dev,
+        plan.imbalance_after.std_dev
+    )
 }
 
 fn same_moves(a: &[NamedMove], b: &[NamedMove]) -> bool {

@@ -86,13 +86,16 @@ fn full_executes_and_reject_is_recorded() {
 #[test]
 fn maintenance_evacuates_whatever_the_automation() {
     let (service, _clock) = service(Automation::Manual);
-    let id = service.enter_maintenance("host-00").unwrap().unwrap();
+    let id = service
+        .enter_maintenance("host-00", "test")
+        .unwrap()
+        .unwrap();
     assert_eq!(service.run_plan(id).unwrap(), PlanState::Done);
     let view = service.cluster().unwrap();
     let host = view.hosts.iter().find(|h| h.name == "host-00").unwrap();
     assert!(host.maintenance && host.safe_to_service && host.vm_count == 0);
     assert!(view.vms.iter().all(|v| v.host != "host-00"));
-    assert!(service.enter_maintenance("nope").is_err());
-    service.leave_maintenance("host-00").unwrap();
+    assert!(service.enter_maintenance("nope", "test").is_err());
+    service.leave_maintenance("host-00", "test").unwrap();
     assert!(!service.cluster().unwrap().hosts[0].maintenance);
 }

@@ -51,7 +51,7 @@ impl ResourceWeights {
 }
 
 /// Imbalance of a cluster, both forms, plus the per-resource parts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Imbalance {
     /// Weighted mean over resources of the standard deviation of host loads.
     pub std_dev: f64,

@@ -2,10 +2,10 @@
 
 use super::imbalance::Imbalance;
 use keel_model::{HostId, Resources, VmId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a move is in the plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MoveReason {

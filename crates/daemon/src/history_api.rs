@@ -1,0 +1,202 @@
+//! The history routes of the API: samples per VM and per host, the
+//! imbalance over time, the audit log. Query parameters: `since_ms` (Unix
+//! ms, default one hour ago) and `limit` (1 to [`MAX_LIMIT`], default
+//! [`DEFAULT_LIMIT`]); the newest `limit` rows at or after `since_ms` are
+//! returned oldest first. A bad or unknown parameter is a 400 naming it.
+
+use crate::api::{blocking, ApiError, ApiResult, AppState};
+use crate::service::ServiceError;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+
+/// Rows returned when `limit` is not given.
+pub const DEFAULT_LIMIT: usize = 1000;
+/// Largest `limit` accepted.
+pub const MAX_LIMIT: usize = 10_000;
+/// How far back `since_ms` defaults to, ms (one hour).
+pub const DEFAULT_WINDOW_MS: u64 = 3_600_000;
+
+/// Parsed query parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Oldest time wanted, ms since the Unix epoch.
+    pub since_ms: u64,
+    /// Most rows wanted.
+    pub limit: usize,
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// Parses `since_ms` (if `allow_since`) and `limit` from a raw query string;
+/// `now_ms` gives the default window.
+pub fn parse_query(
+    raw: Option<&str>,
+    now_ms: u64,
+    allow_since: bool,
+) -> Result<HistoryQuery, ApiError> {
+    let mut q = HistoryQuery {
+        since_ms: now_ms.saturating_sub(DEFAULT_WINDOW_MS),
+        limit: DEFAULT_LIMIT,
+    };
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "since_ms" if allow_since => {
+                q.since_ms = value.parse().map_err(|_| {
+                    bad(format!(
+                        "query parameter since_ms = {value:?}: expected milliseconds since the Unix epoch (a whole number >= 0)"
+                    ))
+                })?;
+            }
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "query parameter limit = {value:?}: expected a whole number from 1 to {MAX_LIMIT}"
+                        ))
+                    })?;
+            }
+            _ => {
+                let known = if allow_since {
+                    "since_ms and limit"
+                } else {
+                    "limit"
+                };
+                return Err(bad(format!(
+                    "unknown query parameter {key:?}: this route takes {known}"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn not_found(what: &str, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no {what} {name:?} in the cluster or its history"),
+    )
+}
+
+/// `GET /api/v1/vms/{name}/samples`.
+pub async fn vm_samples(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let service = state.service.clone();
+    let q = parse_query(raw.as_deref(), service.now_unix_ms(), true)?;
+    let current = service
+        .cluster()
+        .and_then(|v| v.vms.into_iter().find(|vm| vm.name == name))
+        .map(|vm| vm.host);
+    let vm = name.clone();
+    let (host, samples) = blocking(move || {
+        let store = service.store();
+        let host = match current {
+            Some(h) => Some(h),
+            None => store.last_host_of(&vm)?,
+        };
+        if host.is_none() {
+            return Ok((None, Vec::new()));
+        }
+        Ok::<_, ServiceError>((host, store.vm_samples(&vm, q.since_ms, q.limit)?))
+    })
+    .await?;
+    let Some(host) = host else {
+        return Err(not_found("VM", &name));
+    };
+    Ok(Json(serde_json::json!({"vm": name, "host": host, "samples": samples})).into_response())
+}
+
+/// `GET /api/v1/hosts/{name}/samples`.
+pub async fn host_samples(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let service = state.service.clone();
+    let q = parse_query(raw.as_deref(), service.now_unix_ms(), true)?;
+    let current = service
+        .cluster()
+        .is_some_and(|v| v.hosts.iter().any(|h| h.name == name));
+    let host = name.clone();
+    let samples = blocking(move || {
+        let store = service.store();
+        if !current && !store.knows_host(&host)? {
+            return Ok(None);
+        }
+        Ok::<_, ServiceError>(Some(store.host_samples(&host, q.since_ms, q.limit)?))
+    })
+    .await?;
+    let Some(samples) = samples else {
+        return Err(not_found("host", &name));
+    };
+    Ok(Json(serde_json::json!({"host": name, "samples": samples})).into_response())
+}
+
+/// `GET /api/v1/imbalance`.
+pub async fn imbalance(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let service = state.service.clone();
+    let q = parse_query(raw.as_deref(), service.now_unix_ms(), true)?;
+    let points = blocking(move || {
+        Ok::<_, ServiceError>(service.store().imbalance_points(q.since_ms, q.limit)?)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "points": points })).into_response())
+}
+
+/// `GET /api/v1/audit` (only `limit`).
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let service = state.service.clone();
+    let q = parse_query(raw.as_deref(), service.now_unix_ms(), false)?;
+    let entries =
+        blocking(move || Ok::<_, ServiceError>(service.store().audit_entries(q.limit)?)).await?;
+    Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_defaults_values_and_errors() {
+        let now = 10_000_000;
+        let d = parse_query(None, now, true).unwrap();
+        assert_eq!(
+            (d.since_ms, d.limit),
+            (now - DEFAULT_WINDOW_MS, DEFAULT_LIMIT)
+        );
+        let q = parse_query(Some("since_ms=5&limit=7"), now, true).unwrap();
+        assert_eq!((q.since_ms, q.limit), (5, 7));
+        for (raw, needle) in [
+            ("since_ms=-1", "since_ms = \"-1\""),
+            ("since_ms=abc", "since_ms = \"abc\""),
+            ("limit=0", "limit = \"0\""),
+            ("limit=10001", "limit = \"10001\""),
+            ("limit", "limit = \"\""),
+            ("until=3", "unknown query parameter \"until\""),
+        ] {
+            let e = parse_query(Some(raw), now, true).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "bad_request"));
+            assert!(e.message.contains(needle), "{raw}: {}", e.message);
+        }
+        let e = parse_query(Some("since_ms=1"), now, false).unwrap_err();
+        assert!(e.message.contains("takes limit"), "{}", e.message);
+    }
+}
