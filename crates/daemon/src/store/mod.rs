@@ -302,3 +302,6 @@ pub(crate) fn ms(t: u64) -> i64 {
 pub(crate) fn ms_back(t: i64) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;
