@@ -47,6 +47,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/hosts/{name}/samples"),
     ("get", "/api/v1/imbalance"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/actions"),
 ];
 
 /// What the handlers share.
@@ -139,6 +140,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/imbalance", get(crate::history_api::imbalance))
         .route("/api/v1/audit", get(crate::history_api::audit))
+        .route("/api/v1/actions", get(crate::history_api::actions))
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

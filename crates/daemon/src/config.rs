@@ -119,6 +119,13 @@ impl DaemonConfig {
                 expected: "a positive number of seconds",
             });
         }
+        if self.sim.migration_delay_ms > 600_000 {
+            return Err(ConfigError::Setting {
+                setting: "sim.migration_delay_ms",
+                value: self.sim.migration_delay_ms.to_string(),
+                expected: "at most 600000 (10 minutes)",
+            });
+        }
         if !(1..=5).contains(&self.planner.level) {
             return Err(ConfigError::Setting {
                 setting: "planner.level",
@@ -163,7 +170,37 @@ impl DaemonConfig {
     ) -> Result<Service, ConfigError> {
         self.check()?;
         let store = Store::open_in(data_dir, self.history.clone())?;
+        self.audit_changes(&store, clock.now_unix_ms())?;
         self.build_service_with(clock, store)
+    }
+
+    /// Compares this config with the one the history last ran with and
+    /// audits the difference (`who` = `config`). The token is never stored.
+    fn audit_changes(&self, store: &Store, now_ms: u64) -> Result<(), StoreError> {
+        let shown = Self {
+            token: self.token.as_ref().map(|_| "(set)".into()),
+            ..self.clone()
+        };
+        let now = serde_json::to_value(&shown).unwrap_or_default();
+        let before: Option<serde_json::Value> = store
+            .meta("config")?
+            .and_then(|text| serde_json::from_str(&text).ok());
+        let detail = match &before {
+            Some(before) if *before == now => return Ok(()),
+            Some(before) => {
+                let changed: Vec<&str> = now
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, v)| before.get(k.as_str()) != Some(v))
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                format!("changed: {}", changed.join(", "))
+            }
+            None => "first start with this history".to_string(),
+        };
+        store.audit(now_ms, "config", "config.change", "config", &detail)?;
+        store.set_meta("config", &now.to_string())
     }
 
     fn build_service_with(
@@ -176,7 +213,9 @@ impl DaemonConfig {
             DriverKind::Sim => {
                 let sim = demo_cluster(&self.sim)?;
                 let speedup = 300.0 / self.sim.wall_seconds_per_sample;
-                AcceleratedSim::new(sim, clock.clone(), speedup)
+                AcceleratedSim::new(sim, clock.clone(), speedup).with_migration_delay(
+                    std::time::Duration::from_millis(self.sim.migration_delay_ms),
+                )
             }
         };
         let config = ServiceConfig {

@@ -47,6 +47,9 @@ pub struct DemoConfig {
     pub hosts: usize,
     /// Wall-clock seconds per trace sample of 300 s (default 2).
     pub wall_seconds_per_sample: f64,
+    /// Wall-clock milliseconds each simulated migration takes (default 0:
+    /// instant). For tests that must catch the daemon mid-plan.
+    pub migration_delay_ms: u64,
 }
 
 impl Default for DemoConfig {
@@ -55,6 +58,7 @@ impl Default for DemoConfig {
             vms: 200,
             hosts: 10,
             wall_seconds_per_sample: 2.0,
+            migration_delay_ms: 0,
         }
     }
 }
@@ -150,6 +154,7 @@ pub struct AcceleratedSim {
     clock: Arc<dyn Clock>,
     start_unix_ms: u64,
     speedup: f64,
+    migration_delay: std::time::Duration,
 }
 
 impl AcceleratedSim {
@@ -165,7 +170,14 @@ impl AcceleratedSim {
             } else {
                 1.0
             },
+            migration_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Makes every migration take `delay` of wall time (the driver blocks).
+    pub fn with_migration_delay(mut self, delay: std::time::Duration) -> Self {
+        self.migration_delay = delay;
+        self
     }
 
     fn catch_up(&mut self) {
@@ -192,6 +204,9 @@ impl Driver for AcceleratedSim {
     }
 
     fn migrate(&mut self, request: &MigrationRequest<'_>) -> Result<MigrationOutcome, DriverError> {
+        if !self.migration_delay.is_zero() {
+            std::thread::sleep(self.migration_delay);
+        }
         self.sim.migrate(request)
     }
 }

@@ -1,5 +1,5 @@
 //! The history routes of the API: samples per VM and per host, the
-//! imbalance over time, the audit log. Query parameters: `since_ms` (Unix
+//! imbalance over time, the audit log, the actions (migrations). Query parameters: `since_ms` (Unix
 //! ms, default one hour ago) and `limit` (1 to [`MAX_LIMIT`], default
 //! [`DEFAULT_LIMIT`]); the newest `limit` rows at or after `since_ms` are
 //! returned oldest first. A bad or unknown parameter is a 400 naming it.
@@ -168,6 +168,18 @@ pub async fn audit(
     let entries =
         blocking(move || Ok::<_, ServiceError>(service.store().audit_entries(q.limit)?)).await?;
     Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+/// `GET /api/v1/actions` (only `limit`): the migrations Keel started.
+pub async fn actions(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let service = state.service.clone();
+    let q = parse_query(raw.as_deref(), service.now_unix_ms(), false)?;
+    let actions =
+        blocking(move || Ok::<_, ServiceError>(service.store().actions(q.limit)?)).await?;
+    Ok(Json(serde_json::json!({ "actions": actions })).into_response())
 }
 
 #[cfg(test)]

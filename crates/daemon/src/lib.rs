@@ -23,6 +23,7 @@ pub mod control;
 pub mod demo;
 pub mod history_api;
 pub mod plans;
+pub mod recovery;
 pub mod server;
 pub mod service;
 pub mod settings;

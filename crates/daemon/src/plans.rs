@@ -24,6 +24,38 @@ pub enum PlanState {
     Failed,
     /// Rejected by an operator, superseded by a newer plan, or stale.
     Rejected,
+    /// The daemon stopped (crashed, was killed) while applying it; after
+    /// the restart its remaining moves are not executed (re-plan instead).
+    Interrupted,
+}
+
+impl PlanState {
+    /// Every state.
+    pub const ALL: [PlanState; 6] = [
+        PlanState::Recommended,
+        PlanState::Applying,
+        PlanState::Done,
+        PlanState::Failed,
+        PlanState::Rejected,
+        PlanState::Interrupted,
+    ];
+
+    /// The name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Recommended => "recommended",
+            Self::Applying => "applying",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The state named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
 }
 
 /// What made a plan.
@@ -34,6 +66,23 @@ pub enum Trigger {
     Balance,
     /// An operator put a host into maintenance (mandatory moves only).
     Maintenance,
+}
+
+impl Trigger {
+    /// The name in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Balance => "balance",
+            Self::Maintenance => "maintenance",
+        }
+    }
+
+    /// The trigger named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Balance, Self::Maintenance]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
 }
 
 /// One change of state, with when and why.
@@ -50,7 +99,7 @@ pub struct Transition {
 /// A plan and its history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanRecord {
-    /// Unique within this daemon's run, increasing.
+    /// Unique and increasing, across restarts (kept in the history database).
     pub id: u64,
     /// Current state.
     pub state: PlanState,
@@ -85,7 +134,7 @@ pub struct PlanRecord {
 }
 
 /// A mandatory move that cannot be made.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct UnresolvedMove {
     /// The VM.
     pub vm: String,
@@ -157,6 +206,31 @@ impl PlanBook {
             plans: VecDeque::new(),
             next_id: 1,
         }
+    }
+
+    /// Plans read back from the history at a restart (oldest first); the
+    /// next plan gets an id above `last_id` and above every one of them.
+    pub fn restore(plans: Vec<PlanRecord>, last_id: u64) -> Self {
+        let top = plans.iter().map(|p| p.id).max().unwrap_or(0).max(last_id);
+        Self {
+            plans: plans.into(),
+            next_id: top + 1,
+        }
+    }
+
+    /// Marks an applying plan interrupted (the daemon restarted while it
+    /// ran), with the outcomes known of its moves.
+    pub fn interrupt(
+        &mut self,
+        id: u64,
+        outcomes: Vec<MoveOutcome>,
+        now_unix_ms: u64,
+        note: &str,
+    ) -> Result<(), PlanError> {
+        let plan = self.get_mut(id)?;
+        plan.outcomes = outcomes;
+        plan.transition(PlanState::Interrupted, now_unix_ms, note);
+        Ok(())
     }
 
     /// Every plan kept, oldest first.

@@ -210,12 +210,21 @@ impl Service {
         self.status.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Observes once, to give the demand estimator a first sample, and
-    /// builds the first cluster view.
-    pub fn warm_up(&self) -> Result<(), ServiceError> {
+    /// Observes once, to give the demand estimator a first sample, reads
+    /// the history back (plans; actions in flight at a crash settled
+    /// against the observed placement, see [`crate::recovery`]) and builds
+    /// the first cluster view.
+    pub fn warm_up(&self) -> Result<crate::recovery::Recovery, ServiceError> {
         let mut control = self.control();
         self.observed(control.sample())?;
-        self.refresh_view(&mut control)
+        let recovery = self.recover(&mut control)?;
+        self.refresh_view(&mut control)?;
+        Ok(recovery)
+    }
+
+    /// Replaces the plans (read back from the history at start).
+    pub(crate) fn replace_plans(&self, plans: PlanBook) {
+        self.status_mut().plans = plans;
     }
 
     pub(crate) fn observed<T>(&self, r: Result<T, ControlError>) -> Result<T, ServiceError> {
@@ -277,9 +286,13 @@ impl Service {
                 });
             }
             let plan = new_plan(&proposal, Trigger::Balance, control.rules());
+            let superseded = status.plans.recommended().map(|p| p.id);
             let id = status
                 .plans
                 .add(plan, PlanState::Recommended, now, "balancing round");
+            drop(status);
+            superseded.into_iter().for_each(|old| self.persist(old));
+            self.persist(id);
             return Ok(StepReport {
                 plan: Some(id),
                 state: Some(PlanState::Recommended),
@@ -292,6 +305,7 @@ impl Service {
             .add(plan, PlanState::Applying, now, "full automation");
         let summary = status.plans.get(id).map(plan_summary).unwrap_or_default();
         drop(status);
+        self.persist(id);
         self.audit(
             "control-loop",
             "plan.apply",
@@ -312,13 +326,14 @@ impl Service {
         id: u64,
         moves: &[NamedMove],
     ) -> Result<PlanState, ServiceError> {
-        let outcomes = control.execute(moves);
+        let outcomes = self.execute_recorded(control, id, moves);
         let now = self.clock.now_unix_ms();
         let state = {
             let mut status = self.status_mut();
             status.counters.record_moves(&outcomes);
             status.plans.finish(id, outcomes, now)?
         };
+        self.persist(id);
         self.refresh_view(control)?;
         Ok(state)
     }
@@ -355,6 +370,8 @@ impl Service {
                     planned: m.from.clone(),
                 };
                 status.plans.reject(id, now, &err.to_string())?;
+                drop(status);
+                self.persist(id);
                 return Err(err);
             }
         }
@@ -363,6 +380,7 @@ impl Service {
             .start_applying(id, now, &format!("applied by {who}"))?
             .clone();
         drop(status);
+        self.persist(id);
         self.audit(
             who,
             "plan.apply",
@@ -388,6 +406,7 @@ impl Service {
             .reject(id, now, &format!("rejected by {who}"))?;
         let record = status.plans.get(id)?.clone();
         drop(status);
+        self.persist(id);
         self.audit(
             who,
             "plan.reject",
@@ -430,6 +449,7 @@ impl Service {
             )
         };
         drop(status);
+        id.into_iter().for_each(|id| self.persist(id));
         let detail = match id {
             Some(id) => format!("evacuation plan {id} ({} moves)", proposal.moves.len()),
             None => "nothing to evacuate".to_string(),

@@ -145,10 +145,14 @@ impl Service {
                 config: tuning.planner,
             }));
         }
-        Ok(Settings {
+        let now = Settings {
             automation: tuning.automation,
             level: tuning.planner.level,
-        })
+        };
+        drop((tuning, control));
+        let detail = format!("automation {:?}, level {}", now.automation, now.level);
+        self.audit("api", "settings.change", "settings", &detail);
+        Ok(now)
     }
 
     /// The rules in force.
@@ -164,6 +168,7 @@ impl Service {
         control.check_rules(&rules).map_err(rules_error)?;
         *control.rules_mut() = rules.clone();
         self.refresh_view(&mut control)?;
+        self.audit("api", "rules.change", "rules", &rules_summary(&rules));
         Ok(rules)
     }
 
@@ -216,8 +221,26 @@ impl Service {
         let rules = rules.clone();
         // Removing a rule cannot make the rest conflict; refresh the view.
         self.refresh_view(&mut control)?;
+        let detail = format!(
+            "removed {} rule {name:?}; {}",
+            kind.name(),
+            rules_summary(&rules)
+        );
+        self.audit("api", "rules.change", "rules", &detail);
         Ok(rules)
     }
+}
+
+/// The audit log's one-line account of a rule set.
+fn rules_summary(r: &Rules) -> String {
+    format!(
+        "{} affinity, {} anti_affinity, {} vm_host, {} pin, maintenance {:?}",
+        r.affinity.len(),
+        r.anti_affinity.len(),
+        r.vm_host.len(),
+        r.pin.len(),
+        r.maintenance
+    )
 }
 
 fn rules_error(e: ControlError) -> ServiceError {

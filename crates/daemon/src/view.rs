@@ -279,15 +279,9 @@ pub fn metrics_text(view: Option<&ClusterView>, c: &Counters, plans: &PlanBook) 
         "gauge",
         "Plans kept in memory, by state.",
     );
-    for (state, name) in [
-        (PlanState::Recommended, "recommended"),
-        (PlanState::Applying, "applying"),
-        (PlanState::Done, "done"),
-        (PlanState::Failed, "failed"),
-        (PlanState::Rejected, "rejected"),
-    ] {
+    for state in PlanState::ALL {
         let n = plans.all().filter(|p| p.state == state).count();
-        let _ = writeln!(out, "keel_plans{{state=\"{name}\"}} {n}");
+        let _ = writeln!(out, "keel_plans{{state=\"{}\"}} {n}", state.as_str());
     }
     head(
         &mut out,

@@ -13,6 +13,7 @@
 //! retention and downsampling), [`plans`] (plans and actions), [`audit`].
 
 pub mod audit;
+pub mod plans;
 pub mod samples;
 pub mod schema;
 
@@ -23,6 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use audit::AuditEntry;
+pub use plans::{Action, ActionOutcome};
 pub use samples::{HostSample, ImbalancePoint, VmSample};
 
 /// File name of the database in the data directory.

@@ -65,7 +65,9 @@ fn rounds_are_read_back_and_survive_a_reopen() {
     for i in 0..5 {
         round(&store, T0 + i * 2_000, i as f64);
     }
-    store.audit(T0, "alice", "plan.apply", "plan 1", "3 moves").unwrap();
+    store
+        .audit(T0, "alice", "plan.apply", "plan 1", "3 moves")
+        .unwrap();
     let samples = store.vm_samples("vm-a", 0, 1000).unwrap();
     assert_eq!(samples.len(), 5);
     assert_eq!(samples[4].t_ms, T0 + 8_000);
@@ -77,8 +79,14 @@ fn rounds_are_read_back_and_survive_a_reopen() {
     let hosts = store.host_samples("host-0", 0, 10).unwrap();
     assert_eq!((hosts.len(), hosts[4].vms, hosts[4].cpu_load), (5, 1, 0.5));
     let points = store.imbalance_points(0, 10).unwrap();
-    assert_eq!((points[4].imbalance, points[4].r, points[4].l), (0.4, 12.0, 0.4));
-    assert_eq!(store.last_host_of("vm-b").unwrap().as_deref(), Some("host-1"));
+    assert_eq!(
+        (points[4].imbalance, points[4].r, points[4].l),
+        (0.4, 12.0, 0.4)
+    );
+    assert_eq!(
+        store.last_host_of("vm-b").unwrap().as_deref(),
+        Some("host-1")
+    );
     assert_eq!(store.last_host_of("nope").unwrap(), None);
     assert!(store.knows_host("host-1").unwrap() && !store.knows_host("x").unwrap());
     drop(store);
@@ -88,7 +96,11 @@ fn rounds_are_read_back_and_survive_a_reopen() {
     let audit = store.audit_entries(10).unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(
-        (audit[0].who.as_str(), audit[0].action.as_str(), audit[0].t_ms),
+        (
+            audit[0].who.as_str(),
+            audit[0].action.as_str(),
+            audit[0].t_ms
+        ),
         ("alice", "plan.apply", T0)
     );
     let mode: String = store
@@ -149,7 +161,10 @@ fn history_settings_are_checked() {
     let mut bad = HistoryConfig::default();
     bad.tiers[1].bucket_seconds = 90;
     let (setting, value, _) = bad.check().unwrap_err();
-    assert_eq!((setting.as_str(), value.as_str()), ("history.tiers[1].bucket_seconds", "90"));
+    assert_eq!(
+        (setting.as_str(), value.as_str()),
+        ("history.tiers[1].bucket_seconds", "90")
+    );
     let mut bad = HistoryConfig::default();
     bad.tiers[0].keep_seconds = 60;
     assert_eq!(bad.check().unwrap_err().0, "history.tiers[0].keep_seconds");
@@ -197,5 +212,8 @@ fn a_corrupt_or_foreign_file_is_refused_naming_it() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("other.db") && e.contains("not a Keel history database"), "{e}");
+    assert!(
+        e.contains("other.db") && e.contains("not a Keel history database"),
+        "{e}"
+    );
 }
