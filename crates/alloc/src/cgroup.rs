@@ -4,12 +4,13 @@
 //!
 //! | setting            | cgroup v2                      | cgroup v1                                  |
 //! |--------------------|--------------------------------|--------------------------------------------|
-//! | shares             | `cpu.weight` = shares/10, 1..10000 | `cpu.shares` = shares*1.024, 2..262144  |
+//! | CPU weight (relative entitlement) | `cpu.weight` = 100 w, 1..10000 | `cpu.shares` = 1024 w, 2..262144 |
 //! | CPU limit          | `cpu.max` "quota 100000"       | `cpu.cfs_period_us` 100000, `cpu.cfs_quota_us` |
 //! | memory reservation | `memory.min`                   | (none in v1)                               |
 //! | memory entitlement | `memory.high` (>= floor)       | `memory.soft_limit_in_bytes` (>= floor)    |
 //! | memory limit       | `memory.max` (>= floor)        | `memory.limit_in_bytes` (>= floor)         |
 //! | shares (disk)      | `io.weight` "default shares/10", 1..10000 | `blkio.weight` shares/2, 100..1000 |
+//! | disk limit, per disk | `io.max` "MAJ:MIN rbps= wbps= riops= wiops=" | `blkio.throttle.{read,write}_{bps,iops}_device` |
 //!
 //! The floor is the guest's memory plus [`crate::plan::MEMORY_OVERHEAD_BYTES`].
 //! Memory values are rounded to 4 KiB pages (caps up, `memory.min` down) so
@@ -100,6 +101,24 @@ pub struct Control {
     pub name: &'static str,
     /// The value, as the kernel reads it back.
     pub value: String,
+    /// For per-device files (`io.max`, `blkio.throttle.*`): the device
+    /// whose line is compared; the value starts with it.
+    pub device: Option<Device>,
+}
+
+/// A block device, `major:minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Device {
+    /// Major number.
+    pub major: u32,
+    /// Minor number.
+    pub minor: u32,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
 }
 
 fn clamp_round(x: f64, lo: f64, hi: f64) -> u64 {
@@ -122,13 +141,28 @@ fn cap_bytes(x: f64) -> u64 {
 }
 
 impl Settings {
-    /// `cpu.weight` / `io.weight` (v2): shares / 10 in 1..=10000.
+    /// `io.weight` (v2): shares / 10 in 1..=10000.
     pub fn v2_weight(&self) -> u64 {
         clamp_round(self.shares / 10.0, 1.0, 10_000.0)
     }
-    /// `cpu.shares` (v1): shares * 1.024 in 2..=262144.
+    /// `cpu.weight` (v2): 100 times the relative CPU weight, 1..=10000.
+    pub fn v2_cpu_weight(&self) -> u64 {
+        clamp_round(self.cpu_weight * 100.0, 1.0, 10_000.0)
+    }
+    /// `cpu.shares` (v1): 1024 times the relative CPU weight, 2..=262144.
     pub fn v1_cpu_shares(&self) -> u64 {
-        clamp_round(self.shares * 1.024, 2.0, 262_144.0)
+        clamp_round(self.cpu_weight * 1024.0, 2.0, 262_144.0)
+    }
+    /// Disk bytes/s and IOPS caps as written (`None` = no cap).
+    fn disk_caps(&self) -> (Option<u64>, Option<u64>) {
+        let cap = |x: Option<f64>| {
+            x.filter(|x| x.is_finite() && *x >= 0.0)
+                .map(|x| clamp_round(x, 1.0, 1e18))
+        };
+        (
+            cap(self.disk_limit_bytes_per_second),
+            cap(self.disk_limit_iops),
+        )
     }
     /// `blkio.weight` (v1): shares / 2 in 100..=1000.
     pub fn v1_blkio_weight(&self) -> u64 {
@@ -164,7 +198,54 @@ fn ctl(dir: &Path, name: &'static str, value: impl ToString) -> Control {
         dir: dir.to_path_buf(),
         name,
         value: value.to_string(),
+        device: None,
     }
+}
+
+/// v1 per-device throttle files, bytes/s first.
+const V1_THROTTLES: [&str; 4] = [
+    "blkio.throttle.read_bps_device",
+    "blkio.throttle.write_bps_device",
+    "blkio.throttle.read_iops_device",
+    "blkio.throttle.write_iops_device",
+];
+
+/// v2 `io.max` line of `dev` for the caps (`None` = `max`).
+fn io_max_line(dev: Device, bps: Option<u64>, iops: Option<u64>) -> String {
+    let m = |v: Option<u64>| v.map_or("max".to_string(), |b| b.to_string());
+    format!(
+        "{dev} rbps={b} wbps={b} riops={i} wiops={i}",
+        b = m(bps),
+        i = m(iops)
+    )
+}
+
+/// The per-device controls for the caps on `devices`.
+fn disk_controls(
+    cg: &Cgroup,
+    devices: &[Device],
+    bps: Option<u64>,
+    iops: Option<u64>,
+) -> Vec<Control> {
+    let mut out = Vec::new();
+    for &dev in devices {
+        match cg {
+            Cgroup::V2(d) => out.push(Control {
+                device: Some(dev),
+                ..ctl(d, "io.max", io_max_line(dev, bps, iops))
+            }),
+            Cgroup::V1 { blkio, .. } => {
+                for (k, name) in V1_THROTTLES.into_iter().enumerate() {
+                    let v = if k < 2 { bps } else { iops };
+                    out.push(Control {
+                        device: Some(dev),
+                        ..ctl(blkio, name, format!("{dev} {}", v.unwrap_or(0)))
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Cgroup {
@@ -191,13 +272,21 @@ impl Cgroup {
         }
     }
 
-    /// The control values for `s`, in write order.
-    pub fn controls(&self, s: &Settings) -> Vec<Control> {
+    /// The control values for `s`, in write order; the disk caps go to
+    /// each of `devices` (the VM's disks).
+    pub fn controls(&self, s: &Settings, devices: &[Device]) -> Vec<Control> {
+        let (bps, iops) = s.disk_caps();
+        let mut out = self.scalar_controls(s);
+        out.extend(disk_controls(self, devices, bps, iops));
+        out
+    }
+
+    fn scalar_controls(&self, s: &Settings) -> Vec<Control> {
         match self {
             Cgroup::V2(d) => {
                 let max = |v: Option<u64>| v.map_or("max".to_string(), |b| b.to_string());
                 vec![
-                    ctl(d, "cpu.weight", s.v2_weight()),
+                    ctl(d, "cpu.weight", s.v2_cpu_weight()),
                     ctl(
                         d,
                         "cpu.max",
@@ -208,7 +297,10 @@ impl Cgroup {
                     ctl(
                         d,
                         "memory.high",
-                        s.memory_high().min(s.memory_max().unwrap_or(u64::MAX)),
+                        max(
+                            Some(s.memory_high().min(s.memory_max().unwrap_or(u64::MAX)))
+                                .filter(|&b| b < V1_MEMORY_UNLIMITED),
+                        ),
                     ),
                     ctl(d, "io.weight", format!("default {}", s.v2_weight())),
                 ]
@@ -232,8 +324,15 @@ impl Cgroup {
         }
     }
 
-    /// The kernel's defaults, what [`Cgroup::undo`] restores.
-    pub fn defaults(&self) -> Vec<Control> {
+    /// The kernel's defaults, what [`Cgroup::undo`] restores (no disk
+    /// caps on `devices`).
+    pub fn defaults(&self, devices: &[Device]) -> Vec<Control> {
+        let mut out = self.scalar_defaults();
+        out.extend(disk_controls(self, devices, None, None));
+        out
+    }
+
+    fn scalar_defaults(&self) -> Vec<Control> {
         match self {
             Cgroup::V2(d) => vec![
                 ctl(d, "cpu.weight", 100),
@@ -256,19 +355,28 @@ impl Cgroup {
 
     /// Writes the controls for `s` that differ from what the cgroup holds;
     /// returns what was written (nothing when already in place).
-    pub fn apply(&self, s: &Settings) -> Result<Vec<Written>, CgroupError> {
-        write_controls(&self.controls(s), |_| {})
+    pub fn apply(&self, s: &Settings, devices: &[Device]) -> Result<Vec<Written>, CgroupError> {
+        write_controls(&self.controls(s, devices), |_| {})
     }
 
     /// Restores the defaults (Keel stops managing the VM); minimal too.
-    pub fn undo(&self) -> Result<Vec<Written>, CgroupError> {
-        write_controls(&self.defaults(), |_| {})
+    pub fn undo(&self, devices: &[Device]) -> Result<Vec<Written>, CgroupError> {
+        write_controls(&self.defaults(devices), |_| {})
     }
 }
 
-/// The value a control file holds, as compared: trimmed, and for
-/// `io.weight` only its `default` line.
-fn current_value(name: &str, text: &str) -> String {
+/// The value a control file holds, as compared: trimmed, for `io.weight`
+/// only its `default` line, for a per-device file only `device`'s line
+/// (or the no-limit line when there is none).
+fn current_value(name: &str, device: Option<Device>, text: &str) -> String {
+    if let Some(dev) = device {
+        let prefix = format!("{dev} ");
+        return match text.lines().find(|l| l.starts_with(&prefix)) {
+            Some(l) => l.split_whitespace().collect::<Vec<_>>().join(" "),
+            None if name == "io.max" => io_max_line(dev, None, None),
+            None => format!("{dev} 0"),
+        };
+    }
     if name == "io.weight" {
         if let Some(l) = text.lines().find(|l| l.starts_with("default")) {
             return l.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -308,7 +416,7 @@ pub(crate) fn write_controls(
     for c in controls {
         let file = c.dir.join(c.name);
         let old = std::fs::read_to_string(&file).map_err(|e| classify("read", c, "", e))?;
-        let old = current_value(c.name, &old);
+        let old = current_value(c.name, c.device, &old);
         if old == c.value {
             continue;
         }

@@ -18,6 +18,8 @@
 //! ```
 //!
 //! Within a pool (and at the top level) the VMs come first, then the pools.
+//! Amounts may be given with units (`"2GiB"`, `"1200MHz"`, `"50MB/s"`,
+//! `"500 IOPS"`): see [`crate::units`].
 
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -91,6 +93,9 @@ pub struct VmAlloc {
     /// Disk I/O, bytes per second.
     #[serde(default)]
     pub disk: Bounds,
+    /// Disk operations cap, IOPS (reads and writes each, per disk).
+    #[serde(default)]
+    pub disk_iops_limit: Option<f64>,
 }
 
 /// A resource pool: its own weight and bounds, and its children.
@@ -144,6 +149,18 @@ pub enum ConfigError {
     /// Not valid TOML, or not this schema (unknown fields included).
     #[error("allocation config: {0}")]
     Parse(String),
+    /// An amount with a unit that could not be converted.
+    #[error("{item}: {field} = {value:?}: {reason}")]
+    Unit {
+        /// VM or pool.
+        item: String,
+        /// e.g. `memory.limit`.
+        field: String,
+        /// The text given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A value that is negative, NaN or infinite.
     #[error("{item}: {field} = {value} (must be finite and >= 0)")]
     InvalidValue {
@@ -289,9 +306,58 @@ impl PoolAlloc {
 }
 
 impl AllocConfig {
-    /// Parses TOML (no validation: see [`AllocConfig::validate`]).
+    /// Parses TOML (no validation: see [`AllocConfig::validate`]); CPU
+    /// amounts in MHz are refused (see [`AllocConfig::from_toml_with`]).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+        Self::from_toml_with(text, &crate::units::Units::default())
+    }
+
+    /// Parses TOML, converting amounts with units ([`crate::units`]).
+    pub fn from_toml_with(text: &str, units: &crate::units::Units) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        Self::from_table(&mut table, units)
+    }
+
+    /// Deserializes an already parsed table (e.g. a section of a larger
+    /// file), converting amounts with units.
+    pub fn from_table(
+        table: &mut toml::Table,
+        units: &crate::units::Units,
+    ) -> Result<Self, ConfigError> {
+        crate::units::resolve(table, units)?;
+        table
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+    }
+
+    /// The policy without the VMs for which `keep` is false (pools kept,
+    /// possibly empty): what applies to the VMs that are running.
+    pub fn retain_vms(&self, keep: &dyn Fn(&str) -> bool) -> AllocConfig {
+        fn pool(p: &PoolAlloc, keep: &dyn Fn(&str) -> bool) -> PoolAlloc {
+            PoolAlloc {
+                vm: p.vm.iter().filter(|v| keep(&v.name)).cloned().collect(),
+                pool: p.pool.iter().map(|q| pool(q, keep)).collect(),
+                ..p.clone()
+            }
+        }
+        AllocConfig {
+            vm: self.vm.iter().filter(|v| keep(&v.name)).cloned().collect(),
+            pool: self.pool.iter().map(|p| pool(p, keep)).collect(),
+        }
+    }
+
+    /// Every VM name in the policy, depth-first.
+    pub fn vm_names(&self) -> Vec<String> {
+        fn pool(p: &PoolAlloc, out: &mut Vec<String>) {
+            out.extend(p.vm.iter().map(|v| v.name.clone()));
+            p.pool.iter().for_each(|q| pool(q, out));
+        }
+        let mut out: Vec<String> = self.vm.iter().map(|v| v.name.clone()).collect();
+        self.pool.iter().for_each(|p| pool(p, &mut out));
+        out
     }
 
     /// Checks every value, that each VM is one of `known_vms`, and admission
@@ -330,14 +396,23 @@ impl Ctx<'_> {
         let mut total = [0.0; 3];
         for vm in vms {
             self.name(&vm.name, seen)?;
+            vm.effective_shares()?;
+            for (r, b) in vm.bounds().iter().enumerate() {
+                check_bounds(&vm.name, RESOURCES[r], b)?;
+            }
             if !self.known.contains(vm.name.as_str()) {
                 return Err(ConfigError::UnknownVm {
                     name: vm.name.clone(),
                 });
             }
-            vm.effective_shares()?;
+            if let Some(l) = vm.disk_iops_limit.filter(|l| !(l.is_finite() && *l >= 0.0)) {
+                return Err(ConfigError::InvalidValue {
+                    item: vm.name.clone(),
+                    field: "disk_iops_limit".into(),
+                    value: l,
+                });
+            }
             for (r, b) in vm.bounds().iter().enumerate() {
-                check_bounds(&vm.name, RESOURCES[r], b)?;
                 total[r] += b.reservation;
                 self.admit(&vm.name, r, b.reservation, running)?;
             }

@@ -10,12 +10,18 @@
 //!   idempotently and minimally, and undoes them.
 //! - [`procfs`]: finds a QEMU process's cgroup from `/proc/<pid>/cgroup`.
 //!
-//! Not yet here: wiring into the libvirt driver and the control loop, the
-//! libvirt tunables path, disk throttles (`io.max`, `blkio.throttle.*`).
+//! - [`observe`]: each VM's QEMU process from `/proc` (demand counters,
+//!   cgroup, disks); [`balloon`]: memory reclaim through the guest.
+//! - [`agent`]: the per-host control loop (`keel agent`).
+//! - [`units`]: `"2GiB"`, `"1200MHz"`, `"50MB/s"`, `"500 IOPS"` in the TOML.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agent;
+pub mod balloon;
 pub mod cgroup;
 pub mod config;
+pub mod observe;
 pub mod plan;
 pub mod procfs;
+pub mod units;

@@ -15,15 +15,22 @@ pub struct RunningVm {
     pub name: String,
     /// Estimated demand (cores, bytes, bytes/s).
     pub demand: Resources,
-    /// The guest's configured memory, bytes.
+    /// The guest's current memory (balloon size, else configured), bytes.
     pub guest_memory_bytes: f64,
 }
 
 /// What to enforce on one VM, version-independent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Settings {
-    /// Shares (> 0).
+    /// Shares (> 0): the disk weight (`io.weight`, `blkio.weight`).
     pub shares: f64,
+    /// CPU weight relative to the kernel's default (1.0 = `cpu.weight`
+    /// 100, `cpu.shares` 1024): the VM's CPU entitlement over the mean
+    /// entitlement of the managed VMs (see [`plan`]), so that under full
+    /// contention the scheduler divides the CPU as the entitlements do,
+    /// reservations included, and idle capacity still flows to whoever
+    /// wants it (weights, not caps).
+    pub cpu_weight: f64,
     /// CPU cap, cores (the tightest of the VM's and its pools' limits).
     pub cpu_limit_cores: Option<f64>,
     /// Memory reservation, bytes.
@@ -32,8 +39,14 @@ pub struct Settings {
     pub memory_entitlement_bytes: f64,
     /// Memory limit, bytes (the tightest of the VM's and its pools').
     pub memory_limit_bytes: Option<f64>,
-    /// The guest's configured memory, bytes.
+    /// The guest's current memory (its balloon's size, or its configured
+    /// memory without a balloon), bytes.
     pub guest_memory_bytes: f64,
+    /// Disk throughput cap, bytes/s, applied to reads and to writes
+    /// separately on each of the VM's disks.
+    pub disk_limit_bytes_per_second: Option<f64>,
+    /// Disk operations cap, IOPS, reads and writes separately, per disk.
+    pub disk_limit_iops: Option<f64>,
 }
 
 impl Settings {
@@ -66,6 +79,10 @@ pub enum PlanError {
     Entitlement(#[from] EntitlementError),
 }
 
+/// The least relative CPU weight written (an idle VM's): a VM that wakes
+/// up is not starved for the one interval it takes the agent to see it.
+pub const MIN_CPU_WEIGHT: f64 = 0.05;
+
 const PLANNED: [Resource; 3] = [Resource::Cpu, Resource::Memory, Resource::Disk];
 
 /// A leaf in depth-first order with its inherited limits.
@@ -74,6 +91,7 @@ struct Leaf<'a> {
     shares: f64,
     bounds: [Bounds; 3],
     inherited_limit: [f64; 3],
+    iops_limit: Option<f64>,
 }
 
 /// Validates `config` against the running `vms` and `capacity`, divides
@@ -108,6 +126,7 @@ pub fn plan(
                 shares: DEFAULT_SHARES,
                 bounds: Default::default(),
                 inherited_limit: [f64::INFINITY; 3],
+                iops_limit: None,
             });
         }
     }
@@ -122,11 +141,14 @@ pub fn plan(
                 entitlement: Resources::ZERO,
                 settings: Settings {
                     shares: l.shares,
+                    cpu_weight: 1.0,
                     cpu_limit_cores: limit(0),
                     memory_reservation_bytes: l.bounds[1].reservation,
                     memory_entitlement_bytes: 0.0,
                     memory_limit_bytes: limit(1),
                     guest_memory_bytes: l.vm.guest_memory_bytes,
+                    disk_limit_bytes_per_second: limit(2),
+                    disk_limit_iops: l.iops_limit.filter(|x| x.is_finite()),
                 },
             }
         })
@@ -137,8 +159,15 @@ pub fn plan(
             *p.entitlement.get_mut(PLANNED[r]) = e;
         }
     }
+    let mean_cpu =
+        out.iter().map(|p| p.entitlement.cpu_cores).sum::<f64>() / out.len().max(1) as f64;
     for p in &mut out {
         p.settings.memory_entitlement_bytes = p.entitlement.memory_bytes;
+        p.settings.cpu_weight = if mean_cpu > 0.0 {
+            (p.entitlement.cpu_cores / mean_cpu).max(MIN_CPU_WEIGHT)
+        } else {
+            1.0
+        };
     }
     Ok(out)
 }
@@ -174,6 +203,7 @@ fn level<'a>(
             shares,
             bounds: v.bounds(),
             inherited_limit,
+            iops_limit: v.disk_iops_limit,
         });
     }
     for p in pools {

@@ -7,6 +7,7 @@
 //! unresolved.
 #![forbid(unsafe_code)]
 
+mod agent_cmd;
 mod balance_cmd;
 mod gen_cmd;
 mod lab_cmd;
@@ -60,6 +61,12 @@ enum Command {
     /// replaying the bundled PlanetLab day in accelerated time (see
     /// docs/daemon.md).
     Serve(serve_cmd::ServeArgs),
+    /// Run the per-host allocation agent: every interval, divide this
+    /// host's CPU, memory and disk among its QEMU VMs by the policy in the
+    /// config file (shares, reservations, limits, pools) and write the
+    /// result to their cgroups; undo everything on exit (see
+    /// docs/allocation.md). Needs root.
+    Agent(agent_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +78,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => plan_cmd::run(args),
         Command::Lab(args) => lab_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => agent_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -129,7 +129,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+/// Returns at Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -43,11 +43,14 @@ fn fake(version: u8) -> (tempfile::TempDir, Cgroup) {
 fn settings() -> Settings {
     Settings {
         shares: 2000.0,
+        cpu_weight: 2.0,
         cpu_limit_cores: Some(0.5),
         memory_reservation_bytes: GIB,
         memory_entitlement_bytes: 3.0 * GIB,
         memory_limit_bytes: Some(4.0 * GIB),
         guest_memory_bytes: 2.0 * GIB,
+        disk_limit_bytes_per_second: None,
+        disk_limit_iops: None,
     }
 }
 
@@ -79,7 +82,7 @@ fn detects_versions() {
 #[test]
 fn v2_values_and_idempotence() {
     let (_t, cg) = fake(2);
-    let w = cg.apply(&settings()).unwrap();
+    let w = cg.apply(&settings(), &[]).unwrap();
     assert_eq!(w.len(), 6, "{w:?}");
     assert_eq!(read(&cg, "cpu.weight"), "200");
     assert_eq!(read(&cg, "cpu.max"), "50000 100000");
@@ -88,13 +91,13 @@ fn v2_values_and_idempotence() {
     assert_eq!(read(&cg, "memory.max"), ((4.0 * GIB) as u64).to_string());
     assert_eq!(read(&cg, "io.weight"), "default 200");
     assert_eq!(w[0].old, "100");
-    assert!(cg.apply(&settings()).unwrap().is_empty());
+    assert!(cg.apply(&settings(), &[]).unwrap().is_empty());
 }
 
 #[test]
 fn v1_values_and_idempotence() {
     let (_t, cg) = fake(1);
-    let w = cg.apply(&settings()).unwrap();
+    let w = cg.apply(&settings(), &[]).unwrap();
     // The period already holds 100000: not written.
     assert_eq!(w.len(), 5, "{w:?}");
     assert_eq!(read(&cg, "cpu.shares"), "2048");
@@ -108,19 +111,19 @@ fn v1_values_and_idempotence() {
         ((3.0 * GIB) as u64).to_string()
     );
     assert_eq!(read(&cg, "blkio.weight"), "1000");
-    assert!(cg.apply(&settings()).unwrap().is_empty());
+    assert!(cg.apply(&settings(), &[]).unwrap().is_empty());
 }
 
 #[test]
 fn minimal_writes_only_what_changed() {
     for v in [1, 2] {
         let (_t, cg) = fake(v);
-        cg.apply(&settings()).unwrap();
+        cg.apply(&settings(), &[]).unwrap();
         let s = Settings {
             cpu_limit_cores: Some(1.0),
             ..settings()
         };
-        let w = cg.apply(&s).unwrap();
+        let w = cg.apply(&s, &[]).unwrap();
         assert_eq!(w.len(), 1, "v{v}: {w:?}");
         assert_eq!(w[0].new, if v == 2 { "100000 100000" } else { "100000" });
     }
@@ -136,7 +139,7 @@ fn memory_caps_never_below_floor() {
     let floor = 2.0 * GIB + MEMORY_OVERHEAD_BYTES;
     for v in [1, 2] {
         let (_t, cg) = fake(v);
-        cg.apply(&s).unwrap();
+        cg.apply(&s, &[]).unwrap();
         let (high, max) = if v == 2 {
             ("memory.high", "memory.max")
         } else {
@@ -153,16 +156,16 @@ fn memory_caps_never_below_floor() {
 fn undo_restores_defaults() {
     for v in [1, 2] {
         let (t, cg) = fake(v);
-        let before: Vec<_> = cg.defaults().iter().map(|c| read(&cg, c.name)).collect();
-        cg.apply(&settings()).unwrap();
-        assert!(!cg.undo().unwrap().is_empty());
-        for (c, b) in cg.defaults().iter().zip(before) {
+        let before: Vec<_> = cg.defaults(&[]).iter().map(|c| read(&cg, c.name)).collect();
+        cg.apply(&settings(), &[]).unwrap();
+        assert!(!cg.undo(&[]).unwrap().is_empty());
+        for (c, b) in cg.defaults(&[]).iter().zip(before) {
             assert_eq!(
-                current_value(c.name, &read(&cg, c.name)),
-                current_value(c.name, &b)
+                current_value(c.name, None, &read(&cg, c.name)),
+                current_value(c.name, None, &b)
             );
         }
-        assert!(cg.undo().unwrap().is_empty(), "undo is idempotent");
+        assert!(cg.undo(&[]).unwrap().is_empty(), "undo is idempotent");
         drop(t);
     }
 }
@@ -171,7 +174,7 @@ fn undo_restores_defaults() {
 fn vanishing_cgroup_is_vm_gone() {
     for v in [1, 2] {
         let (_t, cg) = fake(v);
-        let controls = cg.controls(&settings());
+        let controls = cg.controls(&settings(), &[]);
         let dir = controls[0].dir.clone();
         let mut n = 0;
         let r = write_controls(&controls, |_| {
@@ -183,10 +186,10 @@ fn vanishing_cgroup_is_vm_gone() {
         assert!(matches!(r, Err(CgroupError::VmGone { .. })), "v{v}: {r:?}");
         // Already gone before the first read.
         assert!(matches!(
-            cg.apply(&settings()),
+            cg.apply(&settings(), &[]),
             Err(CgroupError::VmGone { .. })
         ));
-        assert!(matches!(cg.undo(), Err(CgroupError::VmGone { .. })));
+        assert!(matches!(cg.undo(&[]), Err(CgroupError::VmGone { .. })));
     }
 }
 
@@ -195,7 +198,7 @@ fn missing_control_file_is_named() {
     let (_t, cg) = fake(2);
     let Cgroup::V2(d) = &cg else { unreachable!() };
     fs::remove_file(d.join("io.weight")).unwrap();
-    match cg.apply(&settings()) {
+    match cg.apply(&settings(), &[]) {
         Err(CgroupError::MissingFile { file }) => assert!(file.ends_with("io.weight")),
         other => panic!("{other:?}"),
     }
@@ -213,6 +216,9 @@ fn arb_settings() -> impl Strategy<Value = Settings> {
     )
         .prop_map(|(shares, cpu, res, ent, lim, guest)| Settings {
             shares,
+            cpu_weight: shares / 1000.0,
+            disk_limit_bytes_per_second: lim,
+            disk_limit_iops: cpu.map(|c| c * 100.0),
             cpu_limit_cores: cpu,
             memory_reservation_bytes: res,
             memory_entitlement_bytes: ent,
@@ -226,6 +232,7 @@ proptest! {
     fn values_within_kernel_ranges(s in arb_settings()) {
         let floor = s.memory_floor_bytes();
         prop_assert!((1..=10_000).contains(&s.v2_weight()));
+        prop_assert!((1..=10_000).contains(&s.v2_cpu_weight()));
         prop_assert!((2..=262_144).contains(&s.v1_cpu_shares()));
         prop_assert!((100..=1000).contains(&s.v1_blkio_weight()));
         if let Some(q) = s.cpu_quota_us() { prop_assert!(q >= 1000); }
@@ -235,7 +242,7 @@ proptest! {
             let cg = if v == 2 { Cgroup::V2("/x".into()) } else {
                 Cgroup::V1 { cpu: "/x".into(), memory: "/x".into(), blkio: "/x".into() }
             };
-            for c in cg.controls(&s) {
+            for c in cg.controls(&s, &[]) {
                 if c.name.starts_with("memory.") && c.name != "memory.min" && c.value != "max" {
                     let b: f64 = c.value.parse().unwrap();
                     prop_assert!(b >= floor.min(V1_MEMORY_UNLIMITED as f64), "{} {}", c.name, b);
@@ -243,4 +250,64 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn disk_caps_per_device_and_their_undo() {
+    let devs = [
+        Device { major: 8, minor: 0 },
+        Device {
+            major: 253,
+            minor: 1,
+        },
+    ];
+    let s = Settings {
+        disk_limit_bytes_per_second: Some(50e6),
+        disk_limit_iops: Some(300.0),
+        ..settings()
+    };
+    // v2: one io.max line per disk; the fake file holds what was last
+    // written (the kernel keeps one line per device: the compare looks
+    // for the device's line only).
+    let (_t, cg) = fake(2);
+    let Cgroup::V2(d) = &cg else { unreachable!() };
+    fs::write(d.join("io.max"), "").unwrap();
+    let w = cg.apply(&s, &devs[..1]).unwrap();
+    assert!(
+        w.iter()
+            .any(|w| w.new == "8:0 rbps=50000000 wbps=50000000 riops=300 wiops=300"),
+        "{w:?}"
+    );
+    assert!(cg.apply(&s, &devs[..1]).unwrap().is_empty(), "idempotent");
+    let undo = cg.undo(&devs[..1]).unwrap();
+    assert_eq!(undo.len(), 7, "{undo:?}");
+    assert_eq!(
+        read(&cg, "io.max"),
+        "8:0 rbps=max wbps=max riops=max wiops=max"
+    );
+    // v1: four throttle files per disk, "MAJ:MIN 0" = no limit.
+    let (_t, cg) = fake(1);
+    let Cgroup::V1 { blkio, .. } = &cg else {
+        unreachable!()
+    };
+    for f in V1_THROTTLES {
+        fs::write(blkio.join(f), "").unwrap();
+    }
+    let w = cg.apply(&s, &devs).unwrap();
+    let throttles: Vec<_> = w
+        .iter()
+        .filter(|w| w.file.to_string_lossy().contains("throttle"))
+        .collect();
+    assert_eq!(throttles.len(), 8, "{w:?}");
+    assert_eq!(read(&cg, "blkio.throttle.write_iops_device"), "253:1 300");
+    assert_eq!(throttles[0].old, "8:0 0");
+    // With no caps and no lines in the files, nothing is written.
+    let (_t, cg) = fake(1);
+    let Cgroup::V1 { blkio, .. } = &cg else {
+        unreachable!()
+    };
+    for f in V1_THROTTLES {
+        fs::write(blkio.join(f), "").unwrap();
+    }
+    assert!(cg.undo(&devs).unwrap().is_empty());
 }

@@ -163,7 +163,7 @@ fn arb_bounds() -> impl Strategy<Value = Bounds> {
 prop_compose! {
     fn arb_vm()(name in "[a-z]{1,3}", shares in proptest::option::of(arb_f64()),
                 cpu in arb_bounds(), memory in arb_bounds(), disk in arb_bounds()) -> VmAlloc {
-        VmAlloc { name, shares, priority: None, cpu, memory, disk }
+        VmAlloc { name, shares, priority: None, cpu, memory, disk, disk_iops_limit: None }
     }
 }
 

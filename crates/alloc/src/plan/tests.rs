@@ -75,7 +75,7 @@ prop_compose! {
                         cpu in arb_bounds(8.0), memory in arb_bounds(64.0 * GIB)) -> VmAlloc {
         let priority = [Some(Priority::High), Some(Priority::Normal), Some(Priority::Low), None][pri as usize]
             .filter(|_| shares.is_none());
-        VmAlloc { name: NAMES[i].into(), shares, priority, cpu, memory, disk: Bounds::default() }
+        VmAlloc { name: NAMES[i].into(), shares, priority, cpu, memory, disk: Bounds::default(), disk_iops_limit: None }
     }
 }
 
@@ -124,7 +124,7 @@ proptest! {
             let floor = s.memory_floor_bytes();
             let v2 = Cgroup::V2("/x".into());
             let v1 = Cgroup::V1 { cpu: "/x".into(), memory: "/x".into(), blkio: "/x".into() };
-            for c in v2.controls(s).into_iter().chain(v1.controls(s)) {
+            for c in v2.controls(s, &[]).into_iter().chain(v1.controls(s, &[])) {
                 let num = |v: &str| v.parse::<f64>().unwrap();
                 match c.name {
                     "cpu.weight" => prop_assert!((1.0..=10_000.0).contains(&num(&c.value))),
