@@ -16,6 +16,7 @@ mod plan_cmd;
 mod reference;
 mod serve_cmd;
 mod sim_cmd;
+mod toml_input;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

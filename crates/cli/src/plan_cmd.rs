@@ -7,6 +7,7 @@
 //! and printed, but some mandatory moves (evacuations, broken hard rules)
 //! cannot be made without breaking a rule.
 
+use crate::toml_input::{one_line, read_toml};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use keel_model::{Cluster, ClusterSnapshot, CompiledRules, HostId, Resources, Rules};
@@ -289,36 +290,10 @@ fn load_state(path: &Path) -> Result<Cluster> {
 
 /// Reads and compiles the rules file against `cluster`.
 fn load_rules(path: &Path, cluster: &Cluster) -> Result<CompiledRules> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading rules file {}", path.display()))?;
-    let rules: Rules = toml::from_str(&text).map_err(|e| {
-        let message = one_line(e.message());
-        match e.span() {
-            Some(span) => {
-                let (line, column) = line_column(&text, span.start);
-                anyhow!(
-                    "{}:{line}:{column}: invalid rules: {message}",
-                    path.display()
-                )
-            }
-            None => anyhow!("{}: invalid rules: {message}", path.display()),
-        }
-    })?;
+    let rules: Rules = read_toml(path, "rules")?;
     rules
         .compile(cluster)
         .map_err(|e| anyhow!("rules {}: {e}", path.display()))
-}
-
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, column)
-}
-
-fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The plan's predicted loads, or (for balancers that leave them out) the

@@ -2,10 +2,11 @@
 //! interrupted. With no config it runs the embedded default: a simulated
 //! cluster replaying the bundled PlanetLab day in accelerated time.
 
+use crate::toml_input::read_toml;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use keel_daemon::auth::load_or_create_token;
-use keel_daemon::{Automation, DaemonConfig, Service, WallClock, DEFAULT_LISTEN};
+use keel_daemon::{Automation, DaemonConfig, ServeOptions, Service, WallClock, DEFAULT_LISTEN};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub struct ServeArgs {
     /// Automation level, overriding the config's: manual, partial, full.
     #[arg(long, value_parser = parse_automation)]
     automation: Option<Automation>,
+    /// Only read and check the config (TLS files included), then exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn parse_automation(s: &str) -> Result<Automation, String> {
@@ -50,9 +54,7 @@ fn default_data_dir() -> Result<PathBuf> {
 }
 
 fn read_config(path: &Path) -> Result<DaemonConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+    read_toml(path, "config")
 }
 
 /// Runs `keel serve` until Ctrl-C or SIGTERM.
@@ -72,6 +74,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
         config.automation = automation;
     }
     config.check().context("config")?;
+    let tls = match &config.tls {
+        Some(tls) => Some(tls.server_config()?),
+        None => None,
+    };
+    if args.check_config {
+        let source = args
+            .config
+            .as_ref()
+            .map_or("the embedded default".to_string(), |p| {
+                p.display().to_string()
+            });
+        println!("{source}: ok");
+        return Ok(());
+    }
     // Colours only on a terminal: journald and log files get plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -96,9 +112,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse()?,
     };
-    if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "listening beyond loopback without TLS: put a TLS proxy in front");
+    if !listen.ip().is_loopback() && tls.is_none() {
+        tracing::warn!(%listen, "listening beyond loopback without TLS: set [tls] cert and key in the config, or put a TLS proxy in front");
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let service: Service = config.open_service(Arc::new(WallClock), &data_dir)?;
     service
         .warm_up()
@@ -112,9 +129,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let interval = Duration::from_secs_f64(config.interval_seconds);
-        let running = keel_daemon::start(service, listen, token, Some(interval)).await?;
+        let options = ServeOptions {
+            listen,
+            token,
+            interval: Some(interval),
+            tls,
+        };
+        let running = keel_daemon::start_with(service, options).await?;
         tracing::info!(
-            url = %format!("http://{}/api/v1/cluster", running.local_addr),
+            url = %format!("{scheme}://{}/api/v1/cluster", running.local_addr),
             token_file = %data_dir.join("token").display(),
             history = %history_db,
             automation = ?config.automation,

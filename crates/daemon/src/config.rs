@@ -5,6 +5,7 @@ use crate::clock::Clock;
 use crate::demo::{demo_cluster, AcceleratedSim, DemoConfig, DemoError};
 use crate::service::{Automation, Service, ServiceConfig};
 use crate::store::{HistoryConfig, Store, StoreError};
+use crate::tls::TlsConfig;
 use keel_model::Rules;
 use keel_policy::balance::PlannerConfig;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,8 @@ pub struct DaemonConfig {
     pub rules: Rules,
     /// Retention of the history database (`<data_dir>/keel.db`).
     pub history: HistoryConfig,
+    /// HTTPS: certificate and key PEM files (default: plain HTTP).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -66,6 +69,7 @@ impl Default for DaemonConfig {
             planner: demo_planner(),
             rules: Rules::default(),
             history: HistoryConfig::default(),
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! states, reasons), [`service`] (automation, maintenance, the shared
 //! state), [`view`] (cluster view and /metrics), [`api`] (routes),
 //! [`auth`] (the token), [`server`] (HTTP server and periodic loop),
+//! [`tls`] (HTTPS), [`settings`] (run-time settings and rules),
 //! [`config`] (the config file and the embedded default), [`store`] (the
 //! history in SQLite), [`demo`] (the
 //! simulated cluster of the embedded default), [`clock`].
@@ -28,11 +29,12 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod view;
 
 pub use clock::{Clock, FakeClock, WallClock};
 pub use config::{DaemonConfig, DEFAULT_LISTEN};
 pub use control::{ControlError, ControlLoop, IterationReport, MoveOutcome, NamedMove, Proposal};
 pub use plans::{PlanRecord, PlanState};
-pub use server::{start, Running, ServeError};
+pub use server::{start, start_with, Running, ServeError, ServeOptions};
 pub use service::{Automation, Service, ServiceConfig, ServiceError};

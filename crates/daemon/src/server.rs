@@ -3,6 +3,7 @@
 
 use crate::api::{router, AppState};
 use crate::service::{Service, StepReport};
+use crate::tls::TlsListener;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,44 +44,83 @@ impl Running {
     }
 }
 
-/// Starts serving `service` on `listen` with bearer `token`; runs a control
-/// round every `interval` if given (tests drive [`Service::step`] instead).
-/// Call within a tokio runtime.
+/// Starts serving `service` on `listen` over plain HTTP with bearer
+/// `token`; runs a control round every `interval` if given (tests drive
+/// [`Service::step`] instead). Call within a tokio runtime.
 pub async fn start(
     service: Arc<Service>,
     listen: SocketAddr,
     token: String,
     interval: Option<Duration>,
 ) -> Result<Running, ServeError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    start_with(
+        service,
+        ServeOptions {
+            listen,
+            token,
+            interval,
+            tls: None,
+        },
+    )
+    .await
+}
+
+/// How to serve: address, token, control interval, TLS.
+pub struct ServeOptions {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The bearer token.
+    pub token: String,
+    /// Control round period; `None`: no periodic loop.
+    pub interval: Option<Duration>,
+    /// HTTPS with this rustls config; `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Starts serving `service` as `options` say. Call within a tokio runtime.
+pub async fn start_with(
+    service: Arc<Service>,
+    options: ServeOptions,
+) -> Result<Running, ServeError> {
+    let listen = options.listen;
+    let bind_error = |source| ServeError::Bind {
         addr: listen,
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let local_addr = listener.local_addr().map_err(bind_error)?;
     let (stop, stopped) = watch::channel(false);
     let app = router(Arc::new(AppState {
         service: service.clone(),
-        token,
+        token: options.token,
     }));
     let mut on_stop = stopped.clone();
-    let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = on_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "the HTTP server stopped");
+    let shutdown = async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    };
+    let server = match options.tls {
+        None => tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        }),
+        Some(config) => {
+            let listener = TlsListener::new(listener, config).map_err(bind_error)?;
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the HTTPS server stopped");
+                }
+            })
         }
-    });
+    };
     let mut tasks = vec![server];
-    if let Some(interval) = interval {
+    if let Some(interval) = options.interval {
         tasks.push(tokio::spawn(control_loop(service, interval, stopped)));
     }
     Ok(Running {
