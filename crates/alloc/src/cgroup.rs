@@ -104,6 +104,10 @@ pub struct Control {
     /// For per-device files (`io.max`, `blkio.throttle.*`): the device
     /// whose line is compared; the value starts with it.
     pub device: Option<Device>,
+    /// Skipped where the kernel does not offer the file: the disk weights
+    /// (`blkio.weight`, `io.weight`) exist only with an I/O scheduler
+    /// that implements them (BFQ, CFQ, io.cost).
+    pub optional: bool,
 }
 
 /// A block device, `major:minor`.
@@ -199,6 +203,15 @@ fn ctl(dir: &Path, name: &'static str, value: impl ToString) -> Control {
         name,
         value: value.to_string(),
         device: None,
+        optional: false,
+    }
+}
+
+/// A control skipped where the kernel lacks its file.
+fn optional(c: Control) -> Control {
+    Control {
+        optional: true,
+        ..c
     }
 }
 
@@ -302,7 +315,7 @@ impl Cgroup {
                                 .filter(|&b| b < V1_MEMORY_UNLIMITED),
                         ),
                     ),
-                    ctl(d, "io.weight", format!("default {}", s.v2_weight())),
+                    optional(ctl(d, "io.weight", format!("default {}", s.v2_weight()))),
                 ]
             }
             Cgroup::V1 { cpu, memory, blkio } => {
@@ -318,7 +331,7 @@ impl Cgroup {
                         "memory.soft_limit_in_bytes",
                         s.memory_high().min(hard),
                     ),
-                    ctl(blkio, "blkio.weight", s.v1_blkio_weight()),
+                    optional(ctl(blkio, "blkio.weight", s.v1_blkio_weight())),
                 ]
             }
         }
@@ -340,7 +353,7 @@ impl Cgroup {
                 ctl(d, "memory.min", 0),
                 ctl(d, "memory.high", "max"),
                 ctl(d, "memory.max", "max"),
-                ctl(d, "io.weight", "default 100"),
+                optional(ctl(d, "io.weight", "default 100")),
             ],
             Cgroup::V1 { cpu, memory, blkio } => vec![
                 ctl(cpu, "cpu.shares", 1024),
@@ -348,7 +361,7 @@ impl Cgroup {
                 ctl(cpu, "cpu.cfs_period_us", CPU_PERIOD_US),
                 ctl(memory, "memory.soft_limit_in_bytes", V1_MEMORY_UNLIMITED),
                 ctl(memory, "memory.limit_in_bytes", V1_MEMORY_UNLIMITED),
-                ctl(blkio, "blkio.weight", 500),
+                optional(ctl(blkio, "blkio.weight", 500)),
             ],
         }
     }
@@ -415,7 +428,11 @@ pub(crate) fn write_controls(
     let mut written = Vec::new();
     for c in controls {
         let file = c.dir.join(c.name);
-        let old = std::fs::read_to_string(&file).map_err(|e| classify("read", c, "", e))?;
+        let old = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if c.optional && e.kind() == ErrorKind::NotFound && c.dir.is_dir() => continue,
+            Err(e) => return Err(classify("read", c, "", e)),
+        };
         let old = current_value(c.name, c.device, &old);
         if old == c.value {
             continue;

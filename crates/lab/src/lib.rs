@@ -9,8 +9,12 @@
 //!
 //! With the cargo feature `libvirt`, [`selftest`] runs one control
 //! iteration of Keel against the lab through the libvirt driver (which does
-//! link libvirt's C library); without it the crate links none.
+//! link libvirt's C library), and [`alloc_test`] enforces host-local
+//! allocation (shares, reservation, limit) on three guests through
+//! keel-alloc's agent; without it the crate links none.
 
+#[cfg(feature = "libvirt")]
+pub mod alloc_test;
 pub mod cmd;
 mod down;
 pub mod error;

@@ -126,13 +126,13 @@ pub struct Report {
 
 /// Tears the lab down when dropped (unless disarmed), so that an error or
 /// a panic half-way leaves nothing behind.
-struct Teardown<'a> {
-    lab: &'a Lab,
-    armed: bool,
+pub(crate) struct Teardown<'a> {
+    pub(crate) lab: &'a Lab,
+    pub(crate) armed: bool,
 }
 
 impl Teardown<'_> {
-    fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         if !std::mem::take(&mut self.armed) {
             return Ok(());
         }

@@ -197,10 +197,28 @@ fn vanishing_cgroup_is_vm_gone() {
 fn missing_control_file_is_named() {
     let (_t, cg) = fake(2);
     let Cgroup::V2(d) = &cg else { unreachable!() };
-    fs::remove_file(d.join("io.weight")).unwrap();
+    fs::remove_file(d.join("memory.min")).unwrap();
     match cg.apply(&settings(), &[]) {
-        Err(CgroupError::MissingFile { file }) => assert!(file.ends_with("io.weight")),
+        Err(CgroupError::MissingFile { file }) => assert!(file.ends_with("memory.min")),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn disk_weights_are_skipped_where_the_kernel_lacks_them() {
+    for v in [1, 2] {
+        let (_t, cg) = fake(v);
+        let (dir, f) = match &cg {
+            Cgroup::V2(d) => (d.clone(), "io.weight"),
+            Cgroup::V1 { blkio, .. } => (blkio.clone(), "blkio.weight"),
+        };
+        fs::remove_file(dir.join(f)).unwrap();
+        let w = cg.apply(&settings(), &[]).unwrap();
+        assert!(
+            !w.is_empty() && w.iter().all(|w| !w.file.ends_with(f)),
+            "v{v}: {w:?}"
+        );
+        cg.undo(&[]).unwrap();
     }
 }
 

@@ -151,3 +151,34 @@ proptest! {
         }
     }
 }
+
+/// docs/allocation.md's worked example, through the real plan.
+#[test]
+fn worked_example_of_the_docs() {
+    let cap = Resources::new(10.0, 64.0 * GIB, 1e9, 1e9);
+    let vms = ["high", "mid", "low"].map(|n| running(n, 8.0, GIB));
+    let cpu = |text: &str| -> Vec<f64> {
+        let c = AllocConfig::from_toml(text).unwrap();
+        plan(&c, &cap, &vms)
+            .unwrap()
+            .iter()
+            .map(|p| (p.entitlement.cpu_cores * 100.0).round() / 100.0)
+            .collect()
+    };
+    let base = "[[vm]]\nname = \"high\"\nshares = 4000\nHIGH\n[[vm]]\nname = \"mid\"\nshares = 2000\n[[vm]]\nname = \"low\"\nshares = 1000\nLOW\n";
+    let with = |high: &str, low: &str| base.replace("HIGH", high).replace("LOW", low);
+    assert_eq!(cpu(&with("", "")), vec![5.71, 2.86, 1.43]);
+    assert_eq!(
+        cpu(&with("", "cpu = { reservation = 4 }")),
+        vec![4.0, 2.0, 4.0]
+    );
+    assert_eq!(cpu(&with("cpu = { limit = 2 }", "")), vec![2.0, 5.33, 2.67]);
+    // The relative CPU weights written follow the entitlements.
+    let c = AllocConfig::from_toml(&with("", "cpu = { reservation = 4 }")).unwrap();
+    let w: Vec<f64> = plan(&c, &cap, &vms)
+        .unwrap()
+        .iter()
+        .map(|p| (p.settings.cpu_weight * 100.0).round() / 100.0)
+        .collect();
+    assert_eq!(w, vec![1.2, 0.6, 1.2]);
+}
