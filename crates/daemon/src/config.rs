@@ -6,6 +6,7 @@ use crate::demo::{demo_cluster, AcceleratedSim, DemoConfig, DemoError};
 use crate::service::{Automation, Service, ServiceConfig};
 use crate::store::{HistoryConfig, Store, StoreError};
 use crate::tls::TlsConfig;
+use keel_drivers::proxmox::{ProxmoxConfig, ProxmoxConfigError};
 use keel_model::Rules;
 use keel_policy::balance::PlannerConfig;
 use serde::{Deserialize, Serialize};
@@ -20,9 +21,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DriverKind {
-    /// The simulated cluster of [`crate::demo`] (the only one so far).
+    /// The simulated cluster of [`crate::demo`].
     #[default]
     Sim,
+    /// A Proxmox VE cluster through its REST API (the `[proxmox]` section).
+    Proxmox,
 }
 
 /// Everything `keel serve` can be told in its config file. Every field
@@ -45,6 +48,8 @@ pub struct DaemonConfig {
     pub driver: DriverKind,
     /// The simulated cluster.
     pub sim: DemoConfig,
+    /// The Proxmox VE cluster (`driver = "proxmox"`; docs/proxmox.md).
+    pub proxmox: Option<ProxmoxConfig>,
     /// Planner settings, `level` 1-5 among them (default: the planner's
     /// defaults with a 25 Gbit/s migration network, [`demo_planner`]).
     pub planner: PlannerConfig,
@@ -66,6 +71,7 @@ impl Default for DaemonConfig {
             interval_seconds: 2.0,
             driver: DriverKind::Sim,
             sim: DemoConfig::default(),
+            proxmox: None,
             planner: demo_planner(),
             rules: Rules::default(),
             history: HistoryConfig::default(),
@@ -144,6 +150,17 @@ impl DaemonConfig {
                 expected,
             });
         }
+        match (&self.driver, &self.proxmox) {
+            (DriverKind::Proxmox, None) => {
+                return Err(ConfigError::Setting {
+                    setting: "proxmox",
+                    value: "(missing)".into(),
+                    expected: "a [proxmox] section with url, token_id and the token secret",
+                })
+            }
+            (DriverKind::Proxmox, Some(p)) => p.check()?,
+            _ => {}
+        }
         if let Some(token) = &self.token {
             crate::auth::check_token(token).map_err(|reason| ConfigError::Setting {
                 setting: "token",
@@ -213,22 +230,48 @@ impl DaemonConfig {
         store: Store,
     ) -> Result<Service, ConfigError> {
         self.check()?;
-        let driver = match self.driver {
+        let driver: Box<dyn keel_drivers::Driver> = match self.driver {
             DriverKind::Sim => {
                 let sim = demo_cluster(&self.sim)?;
                 let speedup = 300.0 / self.sim.wall_seconds_per_sample;
-                AcceleratedSim::new(sim, clock.clone(), speedup).with_migration_delay(
-                    std::time::Duration::from_millis(self.sim.migration_delay_ms),
+                Box::new(
+                    AcceleratedSim::new(sim, clock.clone(), speedup).with_migration_delay(
+                        std::time::Duration::from_millis(self.sim.migration_delay_ms),
+                    ),
                 )
             }
+            DriverKind::Proxmox => proxmox_driver(self.proxmox.as_ref())?,
         };
         let config = ServiceConfig {
             automation: self.automation,
             planner: self.planner,
             rules: self.rules.clone(),
         };
-        Ok(Service::new(Box::new(driver), config, clock, store))
+        Ok(Service::new(driver, config, clock, store))
     }
+}
+
+#[cfg(feature = "proxmox")]
+fn proxmox_driver(
+    config: Option<&ProxmoxConfig>,
+) -> Result<Box<dyn keel_drivers::Driver>, ConfigError> {
+    let config = config.cloned().ok_or(ConfigError::Setting {
+        setting: "proxmox",
+        value: "(missing)".into(),
+        expected: "a [proxmox] section",
+    })?;
+    let driver = keel_drivers::proxmox::ProxmoxDriver::connect(config)
+        .map_err(|e| ConfigError::Driver(e.to_string()))?;
+    Ok(Box::new(driver))
+}
+
+#[cfg(not(feature = "proxmox"))]
+fn proxmox_driver(
+    _config: Option<&ProxmoxConfig>,
+) -> Result<Box<dyn keel_drivers::Driver>, ConfigError> {
+    Err(ConfigError::Driver(
+        "driver = \"proxmox\": this keel was built without the `proxmox` feature".into(),
+    ))
 }
 
 /// Why a config cannot run.
@@ -261,4 +304,10 @@ pub enum ConfigError {
     /// The simulated cluster cannot be built.
     #[error(transparent)]
     Sim(#[from] DemoError),
+    /// The `[proxmox]` section is wrong.
+    #[error(transparent)]
+    Proxmox(#[from] ProxmoxConfigError),
+    /// The driver cannot be set up.
+    #[error("driver: {0}")]
+    Driver(String),
 }

@@ -287,8 +287,7 @@ impl<D: Driver> ControlLoop<D> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;
         self.record(observation.clone());
         let cluster = self.cluster_from(&observation)?;
-        let rules = self
-            .rules
+        let rules = with_cluster_rules(&self.rules, self.driver.cluster_rules())
             .compile(&cluster)
             .map_err(|e| ControlError::Rules(e.to_string()))?;
         let input = BalanceInput {
@@ -402,6 +401,22 @@ impl<D: Driver> ControlLoop<D> {
         })
         .map_err(|e| ControlError::Cluster(e.to_string()))
     }
+}
+
+/// The operator's rules plus those the cluster holds (the driver's):
+/// both kinds bind; overcommit stays the operator's.
+fn with_cluster_rules(operator: &Rules, cluster: Rules) -> Rules {
+    let mut rules = operator.clone();
+    rules.affinity.extend(cluster.affinity);
+    rules.anti_affinity.extend(cluster.anti_affinity);
+    rules.vm_host.extend(cluster.vm_host);
+    rules.pin.extend(cluster.pin);
+    for host in cluster.maintenance {
+        if !rules.maintenance.contains(&host) {
+            rules.maintenance.push(host);
+        }
+    }
+    rules
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ impl Driver for DynDriver {
     fn migrate(&mut self, request: &MigrationRequest<'_>) -> Result<MigrationOutcome, DriverError> {
         self.0.migrate(request)
     }
+    fn cluster_rules(&self) -> Rules {
+        self.0.cluster_rules()
+    }
 }
 
 /// Why a service call failed.
@@ -273,7 +276,10 @@ impl Service {
                 new_plan: false,
             });
         }
-        if self.automation() != Automation::Full {
+        // A driver that may not migrate now (Proxmox VE while its own CRS
+        // rebalances) gets recommendations whatever the automation level.
+        let may_act = control.driver_mut().capabilities().live_migration;
+        if self.automation() != Automation::Full || !may_act {
             if let Some(same) = status
                 .plans
                 .recommended()

@@ -3,8 +3,9 @@
 //! A driver observes a cluster (hosts, VMs, placement, usage counters),
 //! migrates VMs and applies resource tunables. It decides nothing: the
 //! policy layer plans, the control loop (daemon, `keel lab selftest`) calls
-//! a driver to act. One module per body: the simulator (always built) and
-//! libvirt (cargo feature `libvirt`, needs libvirt's C library).
+//! a driver to act. One module per body: the simulator (always built),
+//! libvirt (cargo feature `libvirt`, needs libvirt's C library) and
+//! Proxmox VE (cargo feature `proxmox`, HTTPS; its config always built).
 #![deny(missing_docs)]
 
 pub mod sim;
@@ -12,7 +13,9 @@ pub mod sim;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 
-use keel_model::{HostInfo, Resources};
+pub mod proxmox;
+
+use keel_model::{HostInfo, Resources, Rules};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -214,6 +217,13 @@ pub trait Driver: Send {
 
     /// Live-migrates a VM and follows it to completion or failure.
     fn migrate(&mut self, request: &MigrationRequest<'_>) -> Result<MigrationOutcome, DriverError>;
+
+    /// Placement rules the cluster itself holds (for Proxmox VE: HA rules,
+    /// tags, locks), as of the last [`Driver::observe`]; the control loop
+    /// adds them to the operator's. Default: none.
+    fn cluster_rules(&self) -> Rules {
+        Rules::default()
+    }
 
     /// Applies resource controls to one VM.
     fn apply_tunables(&mut self, vm: &str, tunables: &Tunables) -> Result<(), DriverError> {

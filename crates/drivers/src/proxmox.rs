@@ -1,0 +1,285 @@
+//! The Proxmox VE body: every guest of a Proxmox VE cluster, VMs and
+//! containers, through the cluster's public REST API with an API token.
+//!
+//! - Observe: one `GET /cluster/resources` per interval; node details
+//!   (`/nodes/{node}/status`) when a node appears or changes size; HA rules
+//!   and cluster options every `rules_refresh_seconds`. Guests are named by
+//!   vmid (Proxmox names need not be unique). Templates and stopped guests
+//!   are not running, so never balanced; locked guests are pinned.
+//! - Rules: HA rules and `keel-*` tags become Keel rules
+//!   ([`Driver::cluster_rules`]); the table is in `rules.rs` and
+//!   docs/proxmox.md.
+//! - Act: see `migrate.rs`. While the cluster's own resource scheduler
+//!   rebalances automatically (CRS `ha-auto-rebalance=1`), Keel refuses to
+//!   migrate unless `act_despite_crs_auto_rebalance` is set.
+//!
+//! The config section ([`ProxmoxConfig`]) is always built; the driver
+//! itself needs the cargo feature `proxmox`.
+
+pub mod config;
+
+#[cfg(feature = "proxmox")]
+mod client;
+#[cfg(feature = "proxmox")]
+mod migrate;
+#[cfg(feature = "proxmox")]
+mod observe;
+#[cfg(feature = "proxmox")]
+mod rules;
+#[cfg(feature = "proxmox")]
+mod tls;
+
+pub use config::{parse_fingerprint, ProxmoxConfig, ProxmoxConfigError};
+
+#[cfg(feature = "proxmox")]
+pub use driver::ProxmoxDriver;
+
+#[cfg(feature = "proxmox")]
+mod driver {
+    use super::client::Api;
+    use super::config::ProxmoxConfig;
+    use super::migrate::Migration;
+    use super::observe::{self, CpuIntegrator, Guest, NodeDetails, NodeStatus, Resource};
+    use super::rules::{cluster_rules, HaRule, Pins};
+    use crate::{
+        Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation,
+    };
+    use keel_model::{Resources, Rules};
+    use serde_json::Value;
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    /// A Proxmox VE cluster as a Keel driver.
+    pub struct ProxmoxDriver {
+        api: Api,
+        config: ProxmoxConfig,
+        started: Instant,
+        cpu: CpuIntegrator,
+        node_details: HashMap<String, NodeDetails>,
+        guests: HashMap<u64, Guest>,
+        ha_rules: Vec<HaRule>,
+        crs_auto_rebalance: bool,
+        settings_read: Option<Instant>,
+        failed: HashMap<u64, Instant>,
+        rules: Rules,
+    }
+
+    impl ProxmoxDriver {
+        /// A driver for the cluster `config` names. Checks the config and
+        /// reads the token secret; contacts nothing yet.
+        pub fn connect(config: ProxmoxConfig) -> Result<Self, DriverError> {
+            config.check().map_err(|e| DriverError::Hypervisor {
+                context: "the [proxmox] config".into(),
+                message: e.to_string(),
+            })?;
+            let secret = match (&config.token_secret, &config.token_secret_file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(path)) => {
+                    std::fs::read_to_string(path).map_err(|e| DriverError::Hypervisor {
+                        context: format!("reading proxmox.token_secret_file {}", path.display()),
+                        message: e.to_string(),
+                    })?
+                }
+                (None, None) => {
+                    return Err(DriverError::Hypervisor {
+                        context: "the [proxmox] config".into(),
+                        message: "no token_secret and no token_secret_file".into(),
+                    })
+                }
+            };
+            Ok(Self {
+                api: Api::new(&config, &secret)?,
+                config,
+                started: Instant::now(),
+                cpu: CpuIntegrator::default(),
+                node_details: HashMap::new(),
+                guests: HashMap::new(),
+                ha_rules: Vec::new(),
+                crs_auto_rebalance: false,
+                settings_read: None,
+                failed: HashMap::new(),
+                rules: Rules::default(),
+            })
+        }
+
+        /// HTTP requests sent so far.
+        pub fn requests(&self) -> u64 {
+            self.api.requests()
+        }
+
+        /// Whether the cluster's CRS rebalances on its own (as last read).
+        pub fn crs_auto_rebalance(&self) -> bool {
+            self.crs_auto_rebalance
+        }
+
+        /// Whether Keel may migrate now (not blocked by CRS auto-rebalance).
+        pub fn may_act(&self) -> bool {
+            !self.crs_auto_rebalance || self.config.act_despite_crs_auto_rebalance
+        }
+
+        /// Reads HA rules and cluster options when they are due.
+        fn refresh_settings(&mut self) -> Result<(), DriverError> {
+            let period = Duration::from_secs_f64(self.config.rules_refresh_seconds);
+            if self.settings_read.is_some_and(|t| t.elapsed() < period) {
+                return Ok(());
+            }
+            self.ha_rules = self
+                .api
+                .get_as("/cluster/ha/rules", &[], "Sys.Audit on /")?;
+            let options: Value = self.api.get("/cluster/options", &[], "Sys.Audit on /")?;
+            let crs = options.get("crs").and_then(Value::as_str).unwrap_or("");
+            let auto = crs_auto_rebalance(crs);
+            if auto && !self.crs_auto_rebalance {
+                if self.config.act_despite_crs_auto_rebalance {
+                    tracing::warn!(
+                        crs,
+                        "the cluster's CRS rebalances automatically and \
+                        proxmox.act_despite_crs_auto_rebalance = true: both will move guests"
+                    );
+                } else {
+                    tracing::warn!(
+                        crs,
+                        "the cluster's CRS rebalances automatically: \
+                        Keel only recommends (set proxmox.act_despite_crs_auto_rebalance to act)"
+                    );
+                }
+            }
+            self.crs_auto_rebalance = auto;
+            self.settings_read = Some(Instant::now());
+            Ok(())
+        }
+
+        fn refresh_nodes(&mut self, nodes: &[observe::NodeEntry]) {
+            for n in observe::nodes_to_refresh(nodes, &self.node_details) {
+                let path = format!("/nodes/{}/status", n.name);
+                let need = format!("Sys.Audit on /nodes/{}", n.name);
+                match self.api.get_as::<NodeStatus>(&path, &[], &need) {
+                    Ok(s) => {
+                        let details = NodeDetails {
+                            seen_maxcpu: n.maxcpu,
+                            seen_maxmem: n.maxmem,
+                            capacity: Resources::new(s.cpuinfo.cpus, s.memory.total, 0.0, 0.0),
+                        };
+                        self.node_details.insert(n.name.clone(), details);
+                    }
+                    // The resource list's sizes serve meanwhile; retried
+                    // at the next observation.
+                    Err(e) => tracing::warn!(node = %n.name, error = %e, "node details"),
+                }
+            }
+        }
+    }
+
+    /// Whether a `crs` property string turns automatic rebalancing on.
+    pub(super) fn crs_auto_rebalance(crs: &str) -> bool {
+        crs.split(',').any(|kv| {
+            matches!(
+                kv.trim().split_once('='),
+                Some(("ha-auto-rebalance", "1" | "true" | "yes" | "on"))
+            )
+        })
+    }
+
+    impl Driver for ProxmoxDriver {
+        fn name(&self) -> &'static str {
+            "proxmox"
+        }
+
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                live_migration: self.may_act(),
+                ..Capabilities::default()
+            }
+        }
+
+        fn observe(&mut self) -> Result<Observation, DriverError> {
+            self.refresh_settings()?;
+            let resources: Vec<Resource> = self.api.get_as(
+                "/cluster/resources",
+                &[],
+                "VM.Audit on /vms, Sys.Audit on /nodes",
+            )?;
+            let time_seconds = self.started.elapsed().as_secs_f64();
+            let snapshot = observe::split(&resources, time_seconds, &mut self.cpu);
+            self.refresh_nodes(&snapshot.nodes);
+            self.node_details
+                .retain(|name, _| snapshot.nodes.iter().any(|n| n.online && n.name == *name));
+            let hosts = observe::hosts(&snapshot.nodes, &self.node_details);
+            let hold = Duration::from_secs_f64(self.config.failed_migration_hold_seconds);
+            self.failed.retain(|_, at| at.elapsed() < hold);
+            let pins = Pins {
+                pin_containers: !self.config.allow_container_restart,
+                failed: self.failed.keys().copied().collect(),
+            };
+            let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+            self.rules = cluster_rules(&snapshot.guests, &names, &self.ha_rules, &pins);
+            self.guests = snapshot.guests.into_iter().map(|g| (g.vmid, g)).collect();
+            Ok(Observation {
+                time_seconds,
+                hosts,
+                vms: snapshot.vms,
+            })
+        }
+
+        fn migrate(
+            &mut self,
+            request: &MigrationRequest<'_>,
+        ) -> Result<MigrationOutcome, DriverError> {
+            let unknown = || DriverError::Unknown {
+                kind: "VM",
+                name: request.vm.to_string(),
+            };
+            let vmid: u64 = request.vm.parse().map_err(|_| unknown())?;
+            let guest = self.guests.get(&vmid).ok_or_else(unknown)?;
+            if guest.node != request.from {
+                return Err(DriverError::Hypervisor {
+                    context: format!("migrating {vmid} from {} to {}", request.from, request.to),
+                    message: format!("the guest is on {} now; move dropped", guest.node),
+                });
+            }
+            if !self.may_act() {
+                return Err(DriverError::Unsupported(
+                    "migrating while the cluster's CRS auto-rebalance is on \
+                     (set proxmox.act_despite_crs_auto_rebalance = true to confirm)",
+                ));
+            }
+            let migration = Migration {
+                api: &self.api,
+                config: &self.config,
+                guest,
+                to: request.to,
+                bandwidth_bytes_per_second: request.max_bandwidth_bytes_per_second,
+            };
+            let result = migration.run();
+            match &result {
+                Ok(_) => {
+                    if let Some(g) = self.guests.get_mut(&vmid) {
+                        g.node = request.to.to_string();
+                    }
+                }
+                Err(DriverError::MigrationFailed { .. } | DriverError::VmLost { .. }) => {
+                    self.failed.insert(vmid, Instant::now());
+                }
+                Err(_) => {}
+            }
+            result
+        }
+
+        fn cluster_rules(&self) -> Rules {
+            self.rules.clone()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn crs_auto_rebalance_is_read_from_the_property_string() {
+            assert!(!crs_auto_rebalance(""));
+            assert!(!crs_auto_rebalance("ha=static,ha-rebalance-on-start=1"));
+            assert!(crs_auto_rebalance("ha=dynamic,ha-auto-rebalance=1"));
+            assert!(!crs_auto_rebalance("ha-auto-rebalance=0"));
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The cluster's own placement rules as Keel rules: Proxmox VE HA rules
+//! (`/cluster/ha/rules`), guest tags, locks, and what the operator does not
+//! allow Keel to move. docs/proxmox.md has the table.
+//!
+//! | source | Keel rule |
+//! |---|---|
+//! | HA `node-affinity`, strict | `vm_host` must (all listed nodes) |
+//! | HA `node-affinity`, not strict | `vm_host` should (highest-priority nodes) |
+//! | HA `resource-affinity`, positive | `affinity` |
+//! | HA `resource-affinity`, negative | `anti_affinity` |
+//! | tag `keel-affinity-<group>` | `affinity` of the group |
+//! | tag `keel-anti-affinity-<group>` | `anti_affinity` of the group |
+//! | tag `keel-pin-<node>` | `vm_host` must `<node>` |
+//! | tag `keel-avoid-<node>` | `vm_host` must not `<node>` |
+//! | tag `keel-prefer-<node>` | `vm_host` should `<node>` |
+//! | tag `keel-prefer-not-<node>` | `vm_host` should not `<node>` |
+//! | tag `keel-ignore`, a config lock, a running container without `allow_container_restart`, a guest whose last migration failed | `pin` (stays, still counted) |
+
+use super::observe::{Guest, GuestKind};
+use keel_model::rules::{VmGroupRule, VmHostRule};
+use keel_model::{Rules, VmHostKind};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+
+/// One HA rule as `GET /cluster/ha/rules` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct HaRule {
+    pub rule: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub resources: Option<String>,
+    #[serde(default)]
+    pub nodes: Option<String>,
+    #[serde(default)]
+    pub affinity: Option<String>,
+    #[serde(default, deserialize_with = "super::observe::flag")]
+    pub strict: bool,
+    #[serde(default, deserialize_with = "super::observe::flag")]
+    pub disable: bool,
+}
+
+/// Why guests are pinned beyond tags and HA rules.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pins {
+    /// Running containers are pinned (restart migration not allowed).
+    pub pin_containers: bool,
+    /// Guests whose last migration failed recently (vmids).
+    pub failed: HashSet<u64>,
+}
+
+/// Keel rules for the running guests of `guests` on `nodes`. Rules never
+/// name a guest that is not running or a node that is not online (they
+/// would not compile); a pinned guest is left out of host and affinity
+/// rules, so a lock or a tag cannot make the round fail.
+pub(crate) fn cluster_rules(
+    guests: &[Guest],
+    nodes: &[String],
+    ha_rules: &[HaRule],
+    pins: &Pins,
+) -> Rules {
+    let running: Vec<&Guest> = guests.iter().filter(|g| g.running).collect();
+    let node_of = |n: &str| nodes.iter().find(|k| k.eq_ignore_ascii_case(n)).cloned();
+    let mut rules = Rules::default();
+    let mut pinned: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    for g in &running {
+        let why = if g.lock.is_some() {
+            Some("proxmox: locked guests")
+        } else if g.tags.iter().any(|t| t == "keel-ignore") {
+            Some("tag: keel-ignore")
+        } else if pins.pin_containers && g.kind == GuestKind::Lxc {
+            Some("proxmox: containers (allow_container_restart = false)")
+        } else if pins.failed.contains(&g.vmid) {
+            Some("proxmox: last migration failed")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            pinned.entry(why).or_default().push(g.vmid.to_string());
+        }
+    }
+    let is_pinned: HashSet<String> = pinned.values().flatten().cloned().collect();
+    for (name, vms) in pinned {
+        rules.pin.push(VmGroupRule {
+            name: name.to_string(),
+            vms,
+        });
+    }
+    let free: Vec<&&Guest> = running
+        .iter()
+        .filter(|g| !is_pinned.contains(&g.vmid.to_string()))
+        .collect();
+
+    // Tags.
+    let mut groups: BTreeMap<(bool, String), Vec<String>> = BTreeMap::new();
+    let mut host_rules: BTreeMap<(String, VmHostKindKey), Vec<String>> = BTreeMap::new();
+    for g in &free {
+        for tag in &g.tags {
+            let vm = g.vmid.to_string();
+            if let Some(group) = tag.strip_prefix("keel-anti-affinity-") {
+                groups.entry((false, group.into())).or_default().push(vm);
+            } else if let Some(group) = tag.strip_prefix("keel-affinity-") {
+                groups.entry((true, group.into())).or_default().push(vm);
+            } else if let Some((kind, node)) = host_tag(tag) {
+                if let Some(node) = node_of(node) {
+                    host_rules.entry((node, kind)).or_default().push(vm);
+                }
+            }
+        }
+    }
+    for ((together, group), vms) in groups {
+        push_group(&mut rules, together, format!("tag: {group}"), vms);
+    }
+    for ((node, kind), vms) in host_rules {
+        let (kind, word) = kind.rule();
+        rules.vm_host.push(VmHostRule {
+            name: format!("tag: keel-{word}-{node}"),
+            vms,
+            hosts: vec![node],
+            kind,
+            weight: 1.0,
+        });
+    }
+
+    // HA rules.
+    for r in ha_rules.iter().filter(|r| !r.disable) {
+        let vms: Vec<String> = ha_members(r.resources.as_deref().unwrap_or(""))
+            .filter(|(kind, vmid)| {
+                free.iter()
+                    .any(|g| g.vmid == *vmid && kind.is_none_or(|k| k == g.kind))
+            })
+            .map(|(_, vmid)| vmid.to_string())
+            .collect();
+        if vms.is_empty() {
+            continue;
+        }
+        let name = format!("ha: {}", r.rule);
+        match r.kind.as_deref() {
+            Some("node-affinity") => {
+                let listed = ha_nodes(r.nodes.as_deref().unwrap_or(""));
+                let known: Vec<(String, i64)> = listed
+                    .into_iter()
+                    .filter_map(|(n, p)| node_of(&n).map(|n| (n, p)))
+                    .collect();
+                let Some(top) = known.iter().map(|(_, p)| *p).max() else {
+                    continue;
+                };
+                let preferred: Vec<String> = known
+                    .iter()
+                    .filter(|(_, p)| *p == top)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if r.strict {
+                    rules.vm_host.push(VmHostRule {
+                        name: name.clone(),
+                        vms: vms.clone(),
+                        hosts: known.iter().map(|(n, _)| n.clone()).collect(),
+                        kind: VmHostKind::Must,
+                        weight: 1.0,
+                    });
+                }
+                if !r.strict || preferred.len() < known.len() {
+                    rules.vm_host.push(VmHostRule {
+                        name: format!("{name} (priority {top})"),
+                        vms,
+                        hosts: preferred,
+                        kind: VmHostKind::Should,
+                        weight: 1.0,
+                    });
+                }
+            }
+            Some("resource-affinity") => {
+                let together = r.affinity.as_deref() != Some("negative");
+                push_group(&mut rules, together, name, vms);
+            }
+            _ => {}
+        }
+    }
+    rules
+}
+
+fn push_group(rules: &mut Rules, together: bool, name: String, vms: Vec<String>) {
+    if vms.len() < 2 {
+        return;
+    }
+    let rule = VmGroupRule { name, vms };
+    if together {
+        rules.affinity.push(rule);
+    } else {
+        rules.anti_affinity.push(rule);
+    }
+}
+
+/// The VM-host kinds tags can ask for, ordered for a stable rule list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum VmHostKindKey {
+    Must,
+    MustNot,
+    Should,
+    ShouldNot,
+}
+
+impl VmHostKindKey {
+    fn rule(self) -> (VmHostKind, &'static str) {
+        match self {
+            Self::Must => (VmHostKind::Must, "pin"),
+            Self::MustNot => (VmHostKind::MustNot, "avoid"),
+            Self::Should => (VmHostKind::Should, "prefer"),
+            Self::ShouldNot => (VmHostKind::ShouldNot, "prefer-not"),
+        }
+    }
+}
+
+fn host_tag(tag: &str) -> Option<(VmHostKindKey, &str)> {
+    // `keel-prefer-not-` before `keel-prefer-`: node names may hold dashes.
+    let table = [
+        ("keel-pin-", VmHostKindKey::Must),
+        ("keel-avoid-", VmHostKindKey::MustNot),
+        ("keel-prefer-not-", VmHostKindKey::ShouldNot),
+        ("keel-prefer-", VmHostKindKey::Should),
+    ];
+    table
+        .iter()
+        .find_map(|(prefix, kind)| tag.strip_prefix(prefix).map(|node| (*kind, node)))
+        .filter(|(_, node)| !node.is_empty())
+}
+
+/// `vm:100,ct:101,102` as (kind, vmid); a bare number is either kind.
+fn ha_members(list: &str) -> impl Iterator<Item = (Option<GuestKind>, u64)> + '_ {
+    list.split(',').filter_map(|item| {
+        let item = item.trim();
+        let (kind, id) = match item.split_once(':') {
+            Some(("vm", id)) => (Some(GuestKind::Qemu), id),
+            Some(("ct", id)) => (Some(GuestKind::Lxc), id),
+            Some(_) => return None,
+            None => (None, item),
+        };
+        id.parse().ok().map(|id| (kind, id))
+    })
+}
+
+/// `node1:2,node2` as (node, priority); no priority is 0.
+fn ha_nodes(list: &str) -> Vec<(String, i64)> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once(':') {
+            Some((n, p)) => (n.to_string(), p.trim().parse().unwrap_or(0)),
+            None => (item.to_string(), 0),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(vmid: u64, kind: GuestKind, node: &str, tags: &[&str]) -> Guest {
+        Guest {
+            vmid,
+            kind,
+            node: node.into(),
+            running: true,
+            ha: false,
+            lock: None,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn ha(json: &str) -> Vec<HaRule> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn tags_become_rules() {
+        let nodes = vec!["pve-1".to_string(), "pve-2".to_string()];
+        let q = GuestKind::Qemu;
+        let guests = vec![
+            guest(
+                100,
+                q,
+                "pve-1",
+                &["keel-anti-affinity-db", "keel-pin-pve-2"],
+            ),
+            guest(
+                101,
+                q,
+                "pve-1",
+                &["keel-anti-affinity-db", "keel-prefer-not-pve-1"],
+            ),
+            guest(102, q, "pve-2", &["keel-affinity-web", "keel-avoid-pve-9"]),
+            guest(103, q, "pve-2", &["keel-affinity-web", "keel-ignore"]),
+            guest(104, GuestKind::Lxc, "pve-2", &[]),
+        ];
+        let pins = Pins {
+            pin_containers: true,
+            ..Pins::default()
+        };
+        let rules = cluster_rules(&guests, &nodes, &[], &pins);
+        assert_eq!(rules.anti_affinity.len(), 1);
+        assert_eq!(rules.anti_affinity[0].vms, ["100", "101"]);
+        assert!(rules.affinity.is_empty(), "103 is ignored: a group of one");
+        let names: Vec<&str> = rules.vm_host.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["tag: keel-prefer-not-pve-1", "tag: keel-pin-pve-2"]);
+        assert_eq!(rules.vm_host[0].kind, VmHostKind::ShouldNot);
+        let pinned: Vec<&str> = rules
+            .pin
+            .iter()
+            .flat_map(|p| &p.vms)
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(pinned, ["104", "103"]);
+    }
+
+    #[test]
+    fn ha_rules_map_to_hard_and_soft_rules() {
+        let nodes = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let q = GuestKind::Qemu;
+        let guests = vec![
+            guest(100, q, "a", &[]),
+            guest(101, q, "b", &[]),
+            guest(102, GuestKind::Lxc, "c", &[]),
+        ];
+        let rules = cluster_rules(
+            &guests,
+            &nodes,
+            &ha(r#"[
+                {"rule":"s","type":"node-affinity","resources":"vm:100","nodes":"a:2,b:1,z","strict":1},
+                {"rule":"n","type":"node-affinity","resources":"vm:101","nodes":"c"},
+                {"rule":"apart","type":"resource-affinity","resources":"vm:100,vm:101,ct:102","affinity":"negative"},
+                {"rule":"off","type":"resource-affinity","resources":"vm:100,vm:101","affinity":"positive","disable":1},
+                {"rule":"wrongkind","type":"resource-affinity","resources":"ct:100,vm:101","affinity":"positive"}
+            ]"#),
+            &Pins::default(),
+        );
+        assert_eq!(rules.vm_host.len(), 3);
+        assert_eq!(rules.vm_host[0].kind, VmHostKind::Must);
+        assert_eq!(rules.vm_host[0].hosts, ["a", "b"], "unknown node z dropped");
+        assert_eq!(rules.vm_host[1].kind, VmHostKind::Should);
+        assert_eq!(rules.vm_host[1].hosts, ["a"], "the top priority");
+        assert_eq!(rules.vm_host[2].hosts, ["c"]);
+        assert_eq!(rules.anti_affinity[0].vms, ["100", "101", "102"]);
+        assert!(rules.affinity.is_empty());
+    }
+}
