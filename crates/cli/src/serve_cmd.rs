@@ -138,6 +138,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let running = keel_daemon::start_with(service, options).await?;
         tracing::info!(
             url = %format!("{scheme}://{}/api/v1/cluster", running.local_addr),
+            dashboard = %format!("{scheme}://{}/", running.local_addr),
             token_file = %data_dir.join("token").display(),
             history = %history_db,
             automation = ?config.automation,

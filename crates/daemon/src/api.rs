@@ -1,6 +1,7 @@
 //! The REST API under /api/v1, /healthz and /metrics, on axum.
 //!
-//! Every route but /healthz needs `Authorization: Bearer <token>`. Errors
+//! Every route but /healthz and the dashboard's data-free page shell
+//! ([`crate::dashboard`]) needs `Authorization: Bearer <token>`. Errors
 //! are JSON `{"code": ..., "message": ...}` with a matching status code.
 //! Request bodies are capped at [`MAX_BODY_BYTES`]. Handlers that may block
 //! on the driver run on blocking threads.
@@ -145,6 +146,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(crate::dashboard::router())
         .merge(guarded)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -8,10 +8,10 @@
 //! Modules: [`control`] (one round against any driver), [`plans`] (ids,
 //! states, reasons), [`service`] (automation, maintenance, the shared
 //! state), [`view`] (cluster view and /metrics), [`api`] (routes),
-//! [`auth`] (the token), [`server`] (HTTP server and periodic loop),
-//! [`tls`] (HTTPS), [`settings`] (run-time settings and rules),
-//! [`config`] (the config file and the embedded default), [`store`] (the
-//! history in SQLite), [`demo`] (the
+//! [`auth`] (the token), [`dashboard`] (the web page), [`server`] (HTTP
+//! server and periodic loop), [`tls`] (HTTPS), [`settings`] (run-time
+//! settings and rules), [`config`] (the config file and the embedded
+//! default), [`store`] (the history in SQLite), [`demo`] (the
 //! simulated cluster of the embedded default), [`clock`].
 #![deny(missing_docs)]
 
@@ -21,6 +21,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod demo;
 pub mod history_api;
 pub mod plans;

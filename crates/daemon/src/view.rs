@@ -152,6 +152,8 @@ pub struct Counters {
     pub plan_seconds_sum: f64,
     /// The last one, seconds.
     pub plan_seconds_last: f64,
+    /// Summed time of the successful migrations, seconds.
+    pub migration_seconds_sum: f64,
 }
 
 impl Counters {
@@ -170,6 +172,7 @@ impl Counters {
                 self.driver_errors += 1;
             } else {
                 self.migrations_ok += 1;
+                self.migration_seconds_sum += o.seconds.unwrap_or(0.0);
             }
         }
     }
@@ -177,10 +180,13 @@ impl Counters {
 
 /// The names of every metric /metrics exposes.
 pub const METRIC_NAMES: &[&str] = &[
+    "keel_info",
     "keel_host_load",
     "keel_host_vms",
+    "keel_host_maintenance",
     "keel_imbalance",
     "keel_migrations_total",
+    "keel_migration_seconds",
     "keel_plan_seconds",
     "keel_plan_seconds_last",
     "keel_plans",
@@ -194,6 +200,24 @@ pub fn metrics_text(view: Option<&ClusterView>, c: &Counters, plans: &PlanBook) 
     let head = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
+    head(
+        &mut out,
+        "keel_info",
+        "gauge",
+        "Always 1; the labels say which driver and automation level run.",
+    );
+    if let Some(v) = view {
+        let automation = match v.automation {
+            Automation::Manual => "manual",
+            Automation::Partial => "partial",
+            Automation::Full => "full",
+        };
+        let _ = writeln!(
+            out,
+            "keel_info{{driver=\"{}\",automation=\"{automation}\"}} 1",
+            escape(v.driver)
+        );
+    }
     head(
         &mut out,
         "keel_host_load",
@@ -221,6 +245,22 @@ pub fn metrics_text(view: Option<&ClusterView>, c: &Counters, plans: &PlanBook) 
                 "keel_host_vms{{host=\"{}\"}} {}",
                 escape(&h.name),
                 h.vm_count
+            );
+        }
+    }
+    head(
+        &mut out,
+        "keel_host_maintenance",
+        "gauge",
+        "1 while a host is in maintenance, 2 once it is also empty (safe to service), else 0.",
+    );
+    if let Some(v) = view {
+        for h in &v.hosts {
+            let state = u8::from(h.maintenance) + u8::from(h.safe_to_service);
+            let _ = writeln!(
+                out,
+                "keel_host_maintenance{{host=\"{}\"}} {state}",
+                escape(&h.name)
             );
         }
     }
@@ -258,6 +298,18 @@ pub fn metrics_text(view: Option<&ClusterView>, c: &Counters, plans: &PlanBook) 
         "keel_migrations_total{{result=\"failed\"}} {}",
         c.migrations_failed
     );
+    head(
+        &mut out,
+        "keel_migration_seconds",
+        "summary",
+        "Time of the successful migrations.",
+    );
+    let _ = writeln!(
+        out,
+        "keel_migration_seconds_sum {}",
+        c.migration_seconds_sum
+    );
+    let _ = writeln!(out, "keel_migration_seconds_count {}", c.migrations_ok);
     head(
         &mut out,
         "keel_plan_seconds",

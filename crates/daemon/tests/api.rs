@@ -6,8 +6,10 @@ mod common;
 
 use common::*;
 use keel_daemon::api::ROUTES;
+use keel_daemon::dashboard;
 use keel_daemon::view::METRIC_NAMES;
 use keel_daemon::{DaemonConfig, WallClock};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 #[test]
@@ -80,7 +82,7 @@ fn auth_cluster_shape_openapi_and_metrics() {
     assert_eq!(openapi.status, 200);
     let doc = openapi.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for (method, path) in ROUTES {
+    for (method, path) in ROUTES.iter().chain(dashboard::ROUTES) {
         assert!(
             doc["paths"][path][method].is_object(),
             "openapi lacks {method} {path}"
@@ -109,6 +111,97 @@ fn auth_cluster_shape_openapi_and_metrics() {
         "GET /api/v1/cluster: median {:.2} ms, max {:.2} ms",
         times[25], times[49]
     );
+}
+
+#[test]
+fn the_dashboard_is_served_without_the_token_and_holds_no_data() {
+    let (daemon, _clock) = manual_daemon();
+    let addr = daemon.addr();
+    let page = call(addr, "GET", "/", None, "");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body.contains("<title>Keel</title>"), "{}", page.body);
+    assert!(page.body.contains("id=\"heatmap\""));
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    // The shell is public, so it must hold nothing the API guards.
+    assert!(!page.body.contains("host-0") && !page.body.contains("vm-0"));
+    assert!(!page.body.contains(TOKEN));
+    for (name, content_type, body) in dashboard::ASSETS {
+        let asset = call(addr, "GET", &format!("/ui/{name}"), None, "");
+        assert_eq!(asset.status, 200, "{name}");
+        assert_eq!(asset.header("content-type"), Some(*content_type), "{name}");
+        assert_eq!(asset.body, *body, "{name}");
+    }
+    let missing = call(addr, "GET", "/ui/secret.js", None, "");
+    assert_eq!(
+        (missing.status, missing.json()["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    // What the page reads still needs the token.
+    assert_eq!(call(addr, "GET", "/api/v1/cluster", None, "").status, 401);
+}
+
+/// The Grafana dashboard of the repository (deploy/grafana/keel.json).
+const GRAFANA_JSON: &str = include_str!("../../../deploy/grafana/keel.json");
+
+/// Every `keel_*` name in the PromQL of `doc` (targets and variables).
+fn promql_metric_names(doc: &Value, out: &mut Vec<String>) {
+    match doc {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query" | "definition", Value::String(q)) => {
+                        for (start, _) in q.match_indices("keel_") {
+                            let name: String = q[start..]
+                                .chars()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                .collect();
+                            out.push(name);
+                        }
+                    }
+                    _ => promql_metric_names(value, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| promql_metric_names(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_metric_the_grafana_dashboard_queries_is_exported() {
+    let (daemon, clock) = manual_daemon();
+    clock.advance_ms(2_000);
+    daemon.service.step().unwrap();
+    let text = get(daemon.addr(), "/metrics").body;
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let doc: Value = serde_json::from_str(GRAFANA_JSON).expect("deploy/grafana/keel.json is JSON");
+    assert!(doc["panels"].as_array().is_some_and(|p| p.len() > 5));
+    let mut names = Vec::new();
+    promql_metric_names(&doc, &mut names);
+    assert!(names.len() > 10, "{names:?}");
+    for name in &names {
+        assert!(
+            exported.contains(name.as_str()),
+            "deploy/grafana/keel.json queries {name}, which /metrics does not export"
+        );
+    }
+    // And the dashboard shows every metric the daemon exports.
+    for name in METRIC_NAMES {
+        assert!(
+            names.iter().any(|n| n.starts_with(name)),
+            "the Grafana dashboard does not show {name}"
+        );
+    }
 }
 
 #[test]
@@ -300,6 +393,8 @@ fn the_embedded_default_balances_on_its_own() {
             now < initial * 2.0 / 3.0
         },
     );
+    let page = call(addr, "GET", "/", None, "");
+    assert!(page.status == 200 && page.body.contains("/ui/app.js"));
     println!(
         "imbalance {initial:.3} -> {now:.3} after {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0

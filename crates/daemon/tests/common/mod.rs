@@ -14,10 +14,20 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub struct Reply {
     pub status: u16,
+    /// Status line and headers.
+    pub head: String,
     pub body: String,
 }
 
 impl Reply {
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
@@ -48,7 +58,11 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, bod
     } else {
         body.to_string()
     };
-    Reply { status, body }
+    Reply {
+        status,
+        head: head.to_string(),
+        body,
+    }
 }
 
 pub fn dechunk(mut s: &str) -> String {
