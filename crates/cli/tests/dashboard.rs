@@ -212,6 +212,15 @@ async fn plan_state(client: &Client, id: &str) -> Option<String> {
         .ok()?
 }
 
+/// The latest point of the imbalance plot (NaN before it has one).
+async fn latest_imbalance(client: &Client) -> f64 {
+    let Ok(plot) = client.find(Locator::Id("imbalance-plot")).await else {
+        return f64::NAN;
+    };
+    let latest = plot.attr("data-latest").await.ok().flatten();
+    latest.and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+}
+
 /// Clicks Apply on the recommended plan and returns its id once the page
 /// shows it done. A plan superseded between seeing it and clicking it (409
 /// on the page) is retried with the next recommendation.
@@ -306,11 +315,41 @@ async fn drive(client: &Client, addr: SocketAddr, token: &str) -> Vec<u8> {
     let automation = client.find(Locator::Id("automation")).await.unwrap();
     assert_eq!(automation.text().await.unwrap(), "manual");
 
+    let before = wait_for("the imbalance plot", Duration::from_secs(30), || async {
+        let v = latest_imbalance(client).await;
+        v.is_finite().then_some(v)
+    })
+    .await;
     let id = apply_a_plan(client).await;
     println!("plan {id} applied from the page and shown done");
+    // The imbalance plot shows the fall once the loop has observed it.
+    let after = wait_for(
+        "the imbalance plot to fall",
+        Duration::from_secs(30),
+        || async {
+            let now = latest_imbalance(client).await;
+            (now < before * 0.8).then_some(now)
+        },
+    )
+    .await;
+    println!("imbalance plot: {before:.3} -> {after:.3}");
     // The migrations table lists what the plan moved.
     wait_for("the migrations", Duration::from_secs(30), || async {
         (count(client, "#migrations-body tr[data-result=\"ok\"]").await > 0).then_some(())
+    })
+    .await;
+    // A click on a host's name shows its load history.
+    let host = client
+        .find(Locator::Css(
+            "#heatmap tr[data-host=\"host-03\"] button.link",
+        ))
+        .await
+        .expect("host-03's name in the heat map");
+    host.click().await.expect("clicking host-03");
+    wait_for("host-03's history", Duration::from_secs(30), || async {
+        let note = client.find(Locator::Id("history-note")).await.ok()?;
+        let plots = count(client, "#history-plots svg.plot").await;
+        (note.text().await.ok()?.contains("host-03") && plots == 4).then_some(())
     })
     .await;
     let status = client.find(Locator::Id("status")).await.unwrap();

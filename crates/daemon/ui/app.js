@@ -8,7 +8,7 @@ import {
 
 const POLL_MS = 3000;
 const TOKEN_KEY = "keel.token";
-const VM_KEY = "keel.vm";
+const SUBJECT_KEY = "keel.subject";
 // Points kept per series when the daemon has no history to give.
 const LOCAL_POINTS = 600;
 const $ = (id) => document.getElementById(id);
@@ -22,11 +22,13 @@ const state = {
   busy: new Set(),
   // Plans applied from this page, announced when they finish.
   watching: new Set(),
-  vm: sessionStorage.getItem(VM_KEY),
-  vmNames: "",
+  // Whose usage history is shown: "vm:<name>" or "host:<name>".
+  subject: sessionStorage.getItem(SUBJECT_KEY),
+  subjectNames: "",
   // Seen while this page is open, for when the daemon keeps no history.
   localImbalance: [],
   localVm: new Map(),
+  localHost: new Map(),
   lastObserved: 0,
   timer: null,
 };
@@ -157,6 +159,10 @@ function remember(cluster) {
     if (!state.localVm.has(vm.name)) state.localVm.set(vm.name, []);
     push(state.localVm.get(vm.name), { t, demand: vm.demand });
   }
+  for (const host of cluster.hosts) {
+    if (!state.localHost.has(host.name)) state.localHost.set(host.name, []);
+    push(state.localHost.get(host.name), { t, load: host.load });
+  }
 }
 
 function push(list, item) {
@@ -169,16 +175,29 @@ function push(list, item) {
 function drawCluster() {
   const c = state.cluster;
   renderSummary($("summary"), c, state.plansDoc);
-  renderHeatmap($("heatmap"), c, maintenance);
-  const names = c.vms.map((v) => v.name).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
-  const key = names.join("\n");
-  if (key !== state.vmNames) {
-    state.vmNames = key;
-    const select = $("vm-select");
-    select.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
-    if (!state.vm || !names.includes(state.vm)) state.vm = defaultVm(names);
-    select.value = state.vm;
+  renderHeatmap($("heatmap"), c, { onMaintenance: maintenance, onHost: (name) => pick(`host:${name}`) });
+  const byName = (a, b) => a.localeCompare(b, undefined, { numeric: true });
+  const hosts = c.hosts.map((x) => `host:${x.name}`).sort(byName);
+  const vms = c.vms.map((v) => `vm:${v.name}`).sort(byName);
+  const key = `${hosts.join("\n")}|${vms.join("\n")}`;
+  if (key !== state.subjectNames) {
+    state.subjectNames = key;
+    const option = (value) => h("option", { value }, value.slice(value.indexOf(":") + 1));
+    $("subject-select").replaceChildren(
+      h("optgroup", { label: "Hosts" }, hosts.map(option)),
+      h("optgroup", { label: "VMs" }, vms.map(option)));
+    if (!state.subject || !(hosts.includes(state.subject) || vms.includes(state.subject))) {
+      state.subject = `vm:${defaultVm(vms.map((v) => v.slice(3)))}`;
+    }
+    $("subject-select").value = state.subject;
   }
+}
+
+function pick(subject) {
+  state.subject = subject;
+  sessionStorage.setItem(SUBJECT_KEY, subject);
+  $("subject-select").value = subject;
+  drawSubject().catch((e) => announce(e.message, true));
 }
 
 // The first VM the newest plan moves, else the busiest VM.
@@ -237,12 +256,69 @@ async function drawHistory() {
     markers,
     empty: "no history yet",
   });
-  await drawVm();
+  await drawSubject();
 }
 
-async function drawVm() {
-  const name = state.vm;
-  if (!name || !state.cluster) return;
+async function drawSubject() {
+  if (!state.subject || !state.cluster) return;
+  const name = state.subject.slice(state.subject.indexOf(":") + 1);
+  if (state.subject.startsWith("host:")) await drawHost(name);
+  else await drawVm(name);
+}
+
+// Four small plots, one per resource, in the history panel.
+function smallPlots() {
+  const plots = $("history-plots");
+  if (plots.children.length !== RESOURCES.length) {
+    plots.replaceChildren(...RESOURCES.map(() => h("figure", {}, h("figcaption"), svgEl("svg"))));
+  }
+  return [...plots.children];
+}
+
+const HOST_FIELDS = {
+  cpu_cores: "cpu_load",
+  memory_bytes: "memory_load",
+  disk_bytes_per_second: "disk_load",
+  network_bytes_per_second: "network_load",
+};
+
+async function drawHost(name) {
+  const host = state.cluster.hosts.find((x) => x.name === name);
+  const remote = await fetchHistory(
+    `/api/v1/hosts/${encodeURIComponent(name)}/samples?since_ms=${Date.now() - 3600_000}&limit=720`,
+  );
+  let samples;
+  if (remote && remote.samples.length > 0) {
+    samples = remote.samples.map((s) => ({
+      t: s.t_ms,
+      load: Object.fromEntries(RESOURCES.map((r) => [r.key, s[HOST_FIELDS[r.key]]])),
+    }));
+    $("history-note").textContent = `Loads of ${name} (demand over capacity), the last hour.`;
+  } else {
+    samples = state.localHost.get(name) ?? [];
+    $("history-note").textContent =
+      `No recorded samples for ${name}: its loads since this page opened.`;
+  }
+  smallPlots().forEach((fig, i) => {
+    const r = RESOURCES[i];
+    const measured = host ? host.capacity[r.key] > 0 : true;
+    fig.querySelector("figcaption").textContent = `${r.name} load (%)`;
+    linePlot(fig.querySelector("svg"), {
+      title: `${name}: ${r.name} load`,
+      series: [{
+        label: r.name, className: `s-${r.key}`,
+        points: measured ? samples.map((s) => ({ t: s.t, v: Math.max(s.load[r.key] ?? 0, 0) })) : [],
+      }],
+      yFormat: (v) => `${Math.round(v * 100)}`,
+      ceiling: { v: 1, label: "capacity" },
+      width: 320,
+      height: 130,
+      empty: measured ? "no samples yet" : "not measured on this host",
+    });
+  });
+}
+
+async function drawVm(name) {
   const vm = state.cluster.vms.find((v) => v.name === name);
   const remote = await fetchHistory(
     `/api/v1/vms/${encodeURIComponent(name)}/samples?since_ms=${Date.now() - 3600_000}&limit=720`,
@@ -250,21 +326,17 @@ async function drawVm() {
   let samples;
   if (remote && remote.samples.length > 0) {
     samples = remote.samples.map((s) => ({ t: s.t_ms, demand: s }));
-    $("vm-note").textContent = `Measured usage of ${name} (on ${remote.host ?? vm?.host}), the last hour.`;
+    $("history-note").textContent = `Usage of ${name} (on ${remote.host ?? vm?.host}), the last hour.`;
   } else {
     samples = state.localVm.get(name) ?? [];
-    $("vm-note").textContent =
+    $("history-note").textContent =
       `No recorded samples for ${name}: its estimated demand since this page opened. On ${vm?.host ?? "?"}.`;
   }
-  const plots = $("vm-plots");
-  if (plots.children.length !== RESOURCES.length) {
-    plots.replaceChildren(...RESOURCES.map((r) => h("figure", {},
-      h("figcaption", {}, `${r.name} (${r.unit})`),
-      svgEl("svg"))));
-  }
-  RESOURCES.forEach((r, i) => {
+  smallPlots().forEach((fig, i) => {
+    const r = RESOURCES[i];
     const size = vm?.size?.[r.key];
-    linePlot(plots.children[i].querySelector("svg"), {
+    fig.querySelector("figcaption").textContent = `${r.name} (${r.unit})`;
+    linePlot(fig.querySelector("svg"), {
       title: `${name}: ${r.name} usage in ${r.unit}`,
       series: [{
         label: r.name, className: `s-${r.key}`,
@@ -327,11 +399,7 @@ $("login-form").addEventListener("submit", (ev) => {
   start();
 });
 $("logout").addEventListener("click", () => showLogin("Token forgotten."));
-$("vm-select").addEventListener("change", (ev) => {
-  state.vm = ev.target.value;
-  sessionStorage.setItem(VM_KEY, state.vm);
-  drawVm().catch((e) => announce(e.message, true));
-});
+$("subject-select").addEventListener("change", (ev) => pick(ev.target.value));
 window.addEventListener("hashchange", () => {
   takeTokenFromFragment();
   start();

@@ -66,9 +66,10 @@ export function maxLoad(host) {
 
 /**
  * The heat map: a table, hosts x resources, each cell coloured by its load
- * and showing it. `onMaintenance(host, enter)` is called by the buttons.
+ * and showing it. `onMaintenance(host, enter)` is called by the buttons,
+ * `onHost(host)` by a click on a host's name (shows its history).
  */
-export function renderHeatmap(table, cluster, onMaintenance) {
+export function renderHeatmap(table, cluster, { onMaintenance, onHost }) {
   const head = h("tr", {},
     h("th", { scope: "col" }, "Host"),
     RESOURCES.map((r) => h("th", { scope: "col" }, r.name)),
@@ -103,7 +104,9 @@ export function renderHeatmap(table, cluster, onMaintenance) {
       "aria-label": `${host.maintenance ? "Leave" : "Enter"} maintenance: ${host.name}`,
     }, host.maintenance ? "Leave maintenance" : "Maintenance");
     return h("tr", { class: hot ? "hot" : "", "data-host": host.name },
-      h("th", { scope: "row" }, host.name,
+      h("th", { scope: "row" },
+        h("button", { type: "button", class: "link", onclick: () => onHost(host.name),
+          title: `Show the load history of ${host.name}` }, host.name),
         hot ? h("span", { class: "badge hot", title: `a load at or above ${pct(HOT_LOAD)}` }, "hot") : null),
       cells,
       h("td", { class: "num" }, String(host.vm_count)),

@@ -74,6 +74,10 @@ export function linePlot(svg, opts) {
   svg.classList.add("plot");
   const series = opts.series.filter((s) => s.points.length > 0);
   const all = series.flatMap((s) => s.points);
+  // The latest value, for tests and scripts (the title says it in words).
+  const first = series[0]?.points;
+  if (first) svg.dataset.latest = String(first[first.length - 1].v);
+  else delete svg.dataset.latest;
   const title = svgEl("title", {}, describe(opts.title, series, fmt));
   svg.append(title);
   svg.setAttribute("aria-label", title.textContent);
