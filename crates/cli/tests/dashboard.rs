@@ -4,7 +4,9 @@
 //! (WebDriver, on a loopback port) with fantoccini. The page is opened with
 //! the generated token in the URL fragment; the test sees the heat map and
 //! the plan list, clicks Apply on the recommended plan and waits until the
-//! page shows it done. A screenshot goes to `<target>/e2e/dashboard.png`.
+//! page shows it done and the imbalance plot falls; it also checks the
+//! token form (a wrong token is refused), maintenance from the heat map and
+//! a host's history. A screenshot goes to `<target>/e2e/dashboard.png`.
 //! Skips loudly without chromium or chromedriver. Every wait is bounded.
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -292,8 +294,95 @@ fn the_dashboard_applies_a_recommended_plan_in_headless_chromium() {
     );
 }
 
+async fn displayed(client: &Client, id: &str) -> bool {
+    match client.find(Locator::Id(id)).await {
+        Ok(el) => el.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+/// Without a token the page shows only the form; a wrong token pasted
+/// there is refused by the API and the form says so.
+async fn sign_in_refused(client: &Client, addr: SocketAddr) {
+    client
+        .goto(&format!("http://{addr}/"))
+        .await
+        .expect("the dashboard page");
+    wait_for("the token form", Duration::from_secs(30), || async {
+        displayed(client, "login").await.then_some(())
+    })
+    .await;
+    assert!(
+        !displayed(client, "main").await,
+        "data panels shown without a token"
+    );
+    let input = client.find(Locator::Id("token-input")).await.unwrap();
+    input.send_keys("not-the-token-0123456789").await.unwrap();
+    let submit = client
+        .find(Locator::Css("#login-form button[type=submit]"))
+        .await
+        .unwrap();
+    submit.click().await.unwrap();
+    wait_for("the refusal", Duration::from_secs(30), || async {
+        let error = text_of(client, "#login-error").await?;
+        error.contains("refused").then_some(())
+    })
+    .await;
+}
+
+/// Maintenance from the heat map: enter (confirming the dialog), see the
+/// host emptied, leave.
+async fn maintenance_round_trip(client: &Client, host: &str) {
+    let row = format!("#heatmap tr[data-host=\"{host}\"]");
+    let state_css = format!("{row} td.host-state");
+    let button_css = format!("{row} td:last-child button");
+    // The table is redrawn at each refresh: find and click in one go.
+    wait_for(
+        "the maintenance button",
+        Duration::from_secs(30),
+        || async {
+            let button = client.find(Locator::Css(&button_css)).await.ok()?;
+            button.click().await.ok()
+        },
+    )
+    .await;
+    let question = wait_for("the confirmation", Duration::from_secs(10), || async {
+        client.get_alert_text().await.ok()
+    })
+    .await;
+    assert!(question.contains(host), "{question}");
+    client.accept_alert().await.unwrap();
+    wait_for(
+        "the host to be safe to service",
+        Duration::from_secs(30),
+        || async { (text_of(client, &state_css).await? == "safe to service").then_some(()) },
+    )
+    .await;
+    let vms = text_of(client, &format!("{row} td.num")).await;
+    assert_eq!(vms.as_deref(), Some("0"), "{host} still holds VMs");
+    wait_for("the leave button", Duration::from_secs(30), || async {
+        let button = client.find(Locator::Css(&button_css)).await.ok()?;
+        if button.text().await.ok()? != "Leave maintenance" {
+            return None;
+        }
+        button.click().await.ok()
+    })
+    .await;
+    wait_for(
+        "the host back in service",
+        Duration::from_secs(30),
+        || async { (text_of(client, &state_css).await? == "in service").then_some(()) },
+    )
+    .await;
+}
+
 /// The scenario; returns the screenshot (PNG) taken at the end.
 async fn drive(client: &Client, addr: SocketAddr, token: &str) -> Vec<u8> {
+    sign_in_refused(client, addr).await;
     client
         .goto(&format!("http://{addr}/#token={token}"))
         .await
@@ -338,6 +427,8 @@ async fn drive(client: &Client, addr: SocketAddr, token: &str) -> Vec<u8> {
         (count(client, "#migrations-body tr[data-result=\"ok\"]").await > 0).then_some(())
     })
     .await;
+    maintenance_round_trip(client, "host-09").await;
+    println!("host-09 entered maintenance from the page, was emptied, left it");
     // A click on a host's name shows its load history.
     let host = client
         .find(Locator::Css(

@@ -29,6 +29,7 @@ export const RESOURCES = [
 export const HOT_LOAD = 0.85;
 
 export const pct = (x) => `${Math.round(x * 100)} %`;
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const amount = (r, x) => `${(x / r.scale).toFixed(r.digits)} ${r.unit}`;
 
 /** Summary tiles: imbalance, hosts, VMs, automation, plans waiting. */
@@ -189,7 +190,7 @@ export function renderPlans(root, plans, { open, act, busy, limit = 20 }) {
           disabled: busy.has(p.id), onclick: () => act(p.id, "reject") }, "Reject"))
       : null;
     const details = h("details", { open: open.has(p.id) },
-      h("summary", {}, `${p.moves.length} moves and the rules in force`),
+      h("summary", {}, `${plural(p.moves.length, "move")} and the rules in force`),
       h("table", { class: "moves" },
         h("thead", {}, h("tr", {},
           ["Wave", "VM", "From → to", "Reason", "Benefit", "Cost", "Result"].map((t) =>
