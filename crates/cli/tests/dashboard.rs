@@ -401,8 +401,12 @@ async fn drive(client: &Client, addr: SocketAddr, token: &str) -> Vec<u8> {
         (count(client, "#plans article.plan").await > 0).then_some(())
     })
     .await;
-    let automation = client.find(Locator::Id("automation")).await.unwrap();
-    assert_eq!(automation.text().await.unwrap(), "manual");
+    wait_for("the settings", Duration::from_secs(30), || async {
+        let select = client.find(Locator::Id("automation-select")).await.ok()?;
+        let value = select.prop("value").await.ok()??;
+        (select.is_displayed().await.ok()? && value == "manual").then_some(())
+    })
+    .await;
 
     let before = wait_for("the imbalance plot", Duration::from_secs(30), || async {
         let v = latest_imbalance(client).await;
@@ -441,6 +445,14 @@ async fn drive(client: &Client, addr: SocketAddr, token: &str) -> Vec<u8> {
         let note = client.find(Locator::Id("history-note")).await.ok()?;
         let plots = count(client, "#history-plots svg.plot").await;
         (note.text().await.ok()?.contains("host-03") && plots == 4).then_some(())
+    })
+    .await;
+    // Automation changed from the page: the daemon's settings follow.
+    let select = client.find(Locator::Id("automation-select")).await.unwrap();
+    select.select_by_value("full").await.unwrap();
+    wait_for("the settings change", Duration::from_secs(30), || async {
+        let said = text_of(client, "#announce").await?;
+        said.contains("automation full").then_some(())
     })
     .await;
     let status = client.find(Locator::Id("status")).await.unwrap();

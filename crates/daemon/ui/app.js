@@ -31,6 +31,8 @@ const state = {
   localHost: new Map(),
   lastObserved: 0,
   timer: null,
+  // GET /api/v1/settings as last read (null: the daemon has no such route).
+  settings: null,
 };
 
 // ---- the token -----------------------------------------------------------
@@ -102,8 +104,8 @@ async function api(method, path, body) {
   return doc;
 }
 
-// A history route the daemon may not have (older daemon, no store): null.
-async function fetchHistory(path) {
+// A route the daemon may not have (an older daemon: history, settings): null.
+async function fetchOptional(path) {
   try {
     return await api("GET", path);
   } catch (e) {
@@ -137,6 +139,7 @@ async function poll() {
       drawCluster();
     }
     drawPlans();
+    await drawSettings();
     await drawHistory();
     const seen = cluster ? new Date(cluster.observed_unix_ms).toLocaleTimeString() : "not yet";
     setStatus(`Connected · observed ${seen} · refreshing every ${POLL_MS / 1000} s`, "ok");
@@ -174,7 +177,7 @@ function push(list, item) {
 
 function drawCluster() {
   const c = state.cluster;
-  renderSummary($("summary"), c, state.plansDoc);
+  renderSummary($("summary"), c, state.plansDoc, state.settings?.automation);
   renderHeatmap($("heatmap"), c, { onMaintenance: maintenance, onHost: (name) => pick(`host:${name}`) });
   const byName = (a, b) => a.localeCompare(b, undefined, { numeric: true });
   const hosts = c.hosts.map((x) => `host:${x.name}`).sort(byName);
@@ -212,7 +215,6 @@ function defaultVm(names) {
 function drawPlans() {
   const doc = state.plansDoc;
   const plans = doc.plans;
-  $("automation").textContent = doc.automation;
   const signature = plans.map((p) => `${p.id}:${p.state}:${p.updated_unix_ms}`).join(",") +
     `|${[...state.busy].join(",")}`;
   for (const id of state.watching) {
@@ -227,12 +229,12 @@ function drawPlans() {
   state.plansSignature = signature;
   renderPlans($("plans"), plans, { open: state.openPlans, act, busy: state.busy });
   renderMigrations($("migrations-body"), plans);
-  if (state.cluster) renderSummary($("summary"), state.cluster, doc);
+  if (state.cluster) renderSummary($("summary"), state.cluster, doc, state.settings?.automation);
 }
 
 async function drawHistory() {
   const since = Date.now() - 3600_000;
-  const remote = await fetchHistory(`/api/v1/imbalance?since_ms=${since}&limit=1000`);
+  const remote = await fetchOptional(`/api/v1/imbalance?since_ms=${since}&limit=1000`);
   let points;
   if (remote && remote.points.length > 0) {
     points = remote.points.map((p) => ({
@@ -284,7 +286,7 @@ const HOST_FIELDS = {
 
 async function drawHost(name) {
   const host = state.cluster.hosts.find((x) => x.name === name);
-  const remote = await fetchHistory(
+  const remote = await fetchOptional(
     `/api/v1/hosts/${encodeURIComponent(name)}/samples?since_ms=${Date.now() - 3600_000}&limit=720`,
   );
   let samples;
@@ -320,7 +322,7 @@ async function drawHost(name) {
 
 async function drawVm(name) {
   const vm = state.cluster.vms.find((v) => v.name === name);
-  const remote = await fetchHistory(
+  const remote = await fetchOptional(
     `/api/v1/vms/${encodeURIComponent(name)}/samples?since_ms=${Date.now() - 3600_000}&limit=720`,
   );
   let samples;
@@ -349,6 +351,33 @@ async function drawVm(name) {
       empty: "no samples yet",
     });
   });
+}
+
+// The run-time settings (automation, threshold level), where the daemon
+// has the route; a control being used is left alone.
+async function drawSettings() {
+  const settings = await fetchOptional("/api/v1/settings");
+  $("settings").hidden = !settings;
+  if (!settings) return;
+  if (state.settings?.automation !== settings.automation && state.cluster) {
+    state.settings = settings;
+    renderSummary($("summary"), state.cluster, state.plansDoc, settings.automation);
+  }
+  state.settings = settings;
+  for (const [id, value] of [["automation-select", settings.automation], ["level-select", settings.level]]) {
+    const select = $(id);
+    if (document.activeElement !== select) select.value = String(value);
+  }
+}
+
+async function changeSetting(change) {
+  try {
+    const now = await api("PATCH", "/api/v1/settings", change);
+    announce(`Settings: automation ${now.automation}, migration threshold ${now.level}; the next round uses them.`);
+  } catch (e) {
+    announce(`Settings refused: ${e.message}`, true);
+  }
+  poll();
 }
 
 // ---- actions -------------------------------------------------------------
@@ -400,6 +429,8 @@ $("login-form").addEventListener("submit", (ev) => {
 });
 $("logout").addEventListener("click", () => showLogin("Token forgotten."));
 $("subject-select").addEventListener("change", (ev) => pick(ev.target.value));
+$("automation-select").addEventListener("change", (ev) => changeSetting({ automation: ev.target.value }));
+$("level-select").addEventListener("change", (ev) => changeSetting({ level: Number(ev.target.value) }));
 window.addEventListener("hashchange", () => {
   takeTokenFromFragment();
   start();

@@ -32,8 +32,11 @@ export const pct = (x) => `${Math.round(x * 100)} %`;
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const amount = (r, x) => `${(x / r.scale).toFixed(r.digits)} ${r.unit}`;
 
-/** Summary tiles: imbalance, hosts, VMs, automation, plans waiting. */
-export function renderSummary(root, cluster, plansDoc) {
+/**
+ * Summary tiles: imbalance, hosts, VMs, automation, plans waiting.
+ * `automation` is the setting now (the cluster view's lags a round).
+ */
+export function renderSummary(root, cluster, plansDoc, automation = cluster.automation) {
   const hosts = cluster.hosts;
   const hot = hosts.filter((x) => maxLoad(x) >= HOT_LOAD).length;
   const maint = hosts.filter((x) => x.maintenance).length;
@@ -54,8 +57,8 @@ export function renderSummary(root, cluster, plansDoc) {
     tile("Hosts", String(hosts.length),
       `${hot} hot, ${maint} in maintenance`, hot ? "warn" : ""),
     tile("VMs", String(cluster.vms.length), `driver ${cluster.driver}`),
-    tile("Automation", cluster.automation,
-      cluster.automation === "full" ? "plans run at once" : "plans wait for an operator"),
+    tile("Automation", automation,
+      automation === "full" ? "plans run at once" : "plans wait for an operator"),
     tile("Plans waiting", String(waiting), "recommended, to apply or reject", waiting ? "attn" : ""),
     tile("Migrations", String(ok), failed ? `${failed} failed` : "none failed", failed ? "warn" : ""),
   );
