@@ -455,10 +455,34 @@ async fn drive(client: &Client, addr: SocketAddr, token: &str) -> Vec<u8> {
         said.contains("automation full").then_some(())
     })
     .await;
+    let body = client.find(Locator::Css("body")).await.unwrap();
+    let errors = body.attr("data-errors").await.unwrap();
+    assert_eq!(errors, None, "{:?}", text_of(client, "#announce").await);
     let status = client.find(Locator::Id("status")).await.unwrap();
     assert_eq!(
         status.attr("data-kind").await.unwrap().as_deref(),
         Some("ok")
     );
-    client.screenshot().await.expect("a screenshot")
+    let shot = client.screenshot().await.expect("a screenshot");
+    csp_is_enforced(client).await;
+    shot
+}
+
+/// The browser enforces the page's Content-Security-Policy: an image from
+/// a `data:` URL (no network involved) is blocked and the page counts it.
+async fn csp_is_enforced(client: &Client) {
+    let probe = "const img = new Image();                  img.src = 'data:image/gif;base64,R0lGODlhAQABAAAAACw=';                  document.body.append(img);";
+    client
+        .execute(probe, vec![])
+        .await
+        .expect("the probe script");
+    wait_for(
+        "the policy to block the probe",
+        Duration::from_secs(10),
+        || async {
+            let body = client.find(Locator::Css("body")).await.ok()?;
+            (body.attr("data-errors").await.ok()?? == "1").then_some(())
+        },
+    )
+    .await;
 }

@@ -420,6 +420,20 @@ function announce(text, bad = false) {
 
 // ---- wiring --------------------------------------------------------------
 
+// Errors of the page itself, and anything the Content-Security-Policy
+// blocked, are shown and counted on <body data-errors> (the browser test
+// checks there are none).
+let pageErrors = 0;
+function pageError(message) {
+  pageErrors += 1;
+  document.body.dataset.errors = String(pageErrors);
+  announce(`Page error: ${message}`, true);
+}
+window.addEventListener("error", (ev) => pageError(ev.message));
+window.addEventListener("unhandledrejection", (ev) => pageError(String(ev.reason)));
+document.addEventListener("securitypolicyviolation", (ev) =>
+  pageError(`blocked by the page's security policy: ${ev.violatedDirective} ${ev.blockedURI}`));
+
 $("login-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const token = $("token-input").value.trim();
