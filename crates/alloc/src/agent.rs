@@ -15,6 +15,7 @@ pub mod config;
 use crate::balloon::{Balloon, BalloonState};
 use crate::cgroup::{Cgroup, CgroupError, Device};
 use crate::config::{AllocConfig, ConfigError};
+use crate::enforce::{Enforce, VirshTunables};
 use crate::observe::{Counters, ProcSource, QemuProcess};
 use crate::plan::{plan, PlanError, RunningVm, Settings, MEMORY_OVERHEAD_BYTES};
 pub use config::{AgentConfig, Manage};
@@ -67,7 +68,8 @@ pub struct VmStep {
     pub entitlement: Resources,
     /// What was enforced.
     pub settings: Settings,
-    /// Control files written this step (0 when nothing changed).
+    /// Control files (or libvirt parameters) written this step (0 when
+    /// nothing changed).
     pub files_written: usize,
     /// Balloon target set this step, bytes.
     pub balloon_target_bytes: Option<f64>,
@@ -92,7 +94,7 @@ pub struct StepReport {
 #[derive(Debug, Clone)]
 struct Managed {
     pid: u32,
-    cgroup: Cgroup,
+    cgroup: Option<Cgroup>,
     devices: Vec<Device>,
     /// The configured memory, when the agent moved the balloon.
     ballooned_from: Option<f64>,
@@ -106,13 +108,20 @@ pub struct Agent<B: Balloon> {
     capacity: Resources,
     last: BTreeMap<String, (u32, f64, Counters)>,
     managed: BTreeMap<String, Managed>,
+    /// Set when enforcing through libvirt's tunables.
+    tunables: Option<VirshTunables>,
 }
 
 impl<B: Balloon> Agent<B> {
     /// An agent reading `/proc` and cgroups through `source`.
     pub fn new(cfg: AgentConfig, source: ProcSource, balloon: B) -> Self {
         let capacity = capacity(&cfg);
+        let tunables = match (cfg.enforce, &cfg.libvirt_uri) {
+            (Enforce::Libvirt, Some(uri)) => Some(VirshTunables { uri: uri.clone() }),
+            _ => None,
+        };
         Agent {
+            tunables,
             cfg,
             source,
             balloon,
@@ -199,16 +208,16 @@ impl<B: Balloon> Agent<B> {
             let Some(p) = procs.get(&vm_plan.name) else {
                 continue;
             };
-            let Some(cgroup) = p.cgroup.clone() else {
+            if p.cgroup.is_none() && self.tunables.is_none() {
                 report.errors.push(format!(
                     "{}: cgroup of QEMU pid {} not found",
                     p.name, p.pid
                 ));
                 continue;
-            };
+            }
             let entry = self.managed.entry(p.name.clone()).or_insert(Managed {
                 pid: p.pid,
-                cgroup: cgroup.clone(),
+                cgroup: p.cgroup.clone(),
                 devices: p.devices.clone(),
                 ballooned_from: None,
             });
@@ -240,21 +249,33 @@ impl<B: Balloon> Agent<B> {
                 s.guest_memory_bytes = state.map_or(configured, |b| b.actual_bytes);
             }
             let m = &self.managed[&p.name];
-            match m.cgroup.apply(&s, &m.devices) {
-                Ok(w) => report.vms.push(VmStep {
+            let outcome = match (&self.tunables, &m.cgroup) {
+                (Some(t), _) => t.apply(&p.name, &s).map_err(Some),
+                (None, Some(cg)) => {
+                    cg.apply(&s, &m.devices)
+                        .map(|w| w.len())
+                        .map_err(|e| match e {
+                            CgroupError::VmGone { .. } => None,
+                            e => Some(e.to_string()),
+                        })
+                }
+                (None, None) => Err(Some("no cgroup".into())),
+            };
+            match outcome {
+                Ok(n) => report.vms.push(VmStep {
                     name: p.name.clone(),
                     demand,
                     entitlement: vm_plan.entitlement,
                     settings: s,
-                    files_written: w.len(),
+                    files_written: n,
                     balloon_target_bytes: target,
                 }),
-                Err(CgroupError::VmGone { .. }) => {
+                Err(None) => {
                     // Stopped between observation and action.
                     self.managed.remove(&p.name);
                     report.released.push(p.name.clone());
                 }
-                Err(e) => report.errors.push(format!("{}: {e}", p.name)),
+                Err(Some(e)) => report.errors.push(format!("{}: {e}", p.name)),
             }
         }
         report
@@ -293,9 +314,15 @@ impl<B: Balloon> Agent<B> {
     }
 
     fn undo(&mut self, name: &str, m: &Managed, report: &mut StepReport) {
-        match m.cgroup.undo(&m.devices) {
-            Ok(_) | Err(CgroupError::VmGone { .. }) => {}
-            Err(e) => report.errors.push(format!("{name}: undo: {e}")),
+        if let Some(t) = &self.tunables {
+            if let Err(e) = t.undo(name) {
+                report.errors.push(format!("{name}: undo: {e}"));
+            }
+        } else if let Some(cg) = &m.cgroup {
+            match cg.undo(&m.devices) {
+                Ok(_) | Err(CgroupError::VmGone { .. }) => {}
+                Err(e) => report.errors.push(format!("{name}: undo: {e}")),
+            }
         }
         if let Some(bytes) = m.ballooned_from {
             if let Err(e) = self.balloon.set_target(name, bytes) {

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod balloon;
 pub mod cgroup;
 pub mod config;
+pub mod enforce;
 pub mod observe;
 pub mod plan;
 pub mod procfs;

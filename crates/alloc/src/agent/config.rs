@@ -9,6 +9,7 @@
 //! disk = "500MB/s"              # default: no disk capacity bound
 //! manage = "all"                # or "configured": only VMs named below
 //! libvirt_uri = "qemu:///system"  # balloons through virsh; none = no ballooning
+//! enforce = "cgroup"            # or "libvirt": libvirt's tunables (needs libvirt_uri)
 //!
 //! [[vm]]
 //! name = "web"
@@ -16,6 +17,7 @@
 //! ```
 
 use crate::config::{AllocConfig, ConfigError};
+use crate::enforce::Enforce;
 use crate::units::{parse_quantity, Quantity, Units};
 use toml::Value;
 
@@ -44,8 +46,11 @@ pub struct AgentConfig {
     pub disk_bytes_per_second: Option<f64>,
     /// Which VMs are managed.
     pub manage: Manage,
-    /// libvirt URI for balloons (`None`: no ballooning).
+    /// libvirt URI for balloons and the libvirt enforcer (`None`: no
+    /// ballooning).
     pub libvirt_uri: Option<String>,
+    /// Through cgroup files (default) or libvirt's tunables.
+    pub enforce: Enforce,
     /// The allocation policy.
     pub policy: AllocConfig,
 }
@@ -60,6 +65,7 @@ impl Default for AgentConfig {
             disk_bytes_per_second: None,
             manage: Manage::All,
             libvirt_uri: None,
+            enforce: Enforce::Cgroup,
             policy: AllocConfig::default(),
         }
     }
@@ -155,6 +161,14 @@ impl AgentConfig {
                 _ => return Err(bad("libvirt_uri", &v, "expected a libvirt URI string")),
             }
         }
+        if let Some(v) = t.remove("enforce") {
+            c.enforce = match v.as_str() {
+                Some("cgroup") => Enforce::Cgroup,
+                Some("libvirt") if c.libvirt_uri.is_some() => Enforce::Libvirt,
+                Some("libvirt") => return Err(bad("enforce", &v, "\"libvirt\" needs libvirt_uri")),
+                _ => return Err(bad("enforce", &v, "expected \"cgroup\" or \"libvirt\"")),
+            };
+        }
         c.policy = AllocConfig::from_table(&mut t, &units)?;
         Ok(c)
     }
@@ -188,6 +202,8 @@ mod tests {
         let e = AgentConfig::from_toml("[[vm]]\nname = \"a\"\ncpu = { limit = \"1GHz\" }\n", None)
             .unwrap_err();
         assert!(e.to_string().contains("nominal MHz"), "{e}");
+        let e = AgentConfig::from_toml("enforce = \"libvirt\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("needs libvirt_uri"), "{e}");
         let e = AgentConfig::from_toml("intervall = 3\n", None).unwrap_err();
         assert!(e.to_string().contains("intervall"), "{e}");
     }
