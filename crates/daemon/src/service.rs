@@ -333,6 +333,9 @@ impl Service {
         moves: &[NamedMove],
     ) -> Result<PlanState, ServiceError> {
         let outcomes = self.execute_recorded(control, id, moves);
+        // The view first: whoever sees the plan finished (API, dashboard)
+        // sees the cluster after its moves, not the one before.
+        let refreshed = self.refresh_view(control);
         let now = self.clock.now_unix_ms();
         let state = {
             let mut status = self.status_mut();
@@ -340,7 +343,7 @@ impl Service {
             status.plans.finish(id, outcomes, now)?
         };
         self.persist(id);
-        self.refresh_view(control)?;
+        refreshed?;
         Ok(state)
     }
 
