@@ -185,7 +185,21 @@ fn every_metric_the_grafana_dashboard_queries_is_exported() {
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
     let doc: Value = serde_json::from_str(GRAFANA_JSON).expect("deploy/grafana/keel.json is JSON");
-    assert!(doc["panels"].as_array().is_some_and(|p| p.len() > 5));
+    let panels = doc["panels"].as_array().expect("panels");
+    assert!(panels.len() > 5);
+    let mut ids = std::collections::HashSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or("?");
+        assert!(ids.insert(panel["id"].as_u64()), "panel id reused: {title}");
+        let (x, w) = (&panel["gridPos"]["x"], &panel["gridPos"]["w"]);
+        let (x, w) = (x.as_u64().unwrap(), w.as_u64().unwrap());
+        assert!(x + w <= 24, "{title} is wider than the grid");
+        if panel["type"] != "row" {
+            let targets = panel["targets"].as_array().expect(title);
+            assert!(targets.iter().all(|t| t["expr"].is_string()), "{title}");
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        }
+    }
     let mut names = Vec::new();
     promql_metric_names(&doc, &mut names);
     assert!(names.len() > 10, "{names:?}");
