@@ -9,9 +9,12 @@
 //! a host's history. A screenshot goes to `<target>/e2e/dashboard.png`.
 //! Skips loudly without chromium or chromedriver. Every wait is bounded.
 
+#![cfg(unix)]
+
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -59,6 +62,7 @@ impl Process {
         ready: impl Fn(&str) -> Option<T>,
     ) -> (Self, T) {
         let mut child = command
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -106,6 +110,11 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // Each child leads its own process group (see `start`): the group
+        // goes, so a Chromium that chromedriver started does not outlive a
+        // failed test.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
