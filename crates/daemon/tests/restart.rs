@@ -71,6 +71,7 @@ fn a_restart_settles_in_flight_actions_by_placement_and_repeats_none() {
     store
         .begin_action(id + 1, 0, &done_elsewhere.moves[0], 5)
         .unwrap();
+    store.flush();
     let samples_before = store.vm_samples(&m.vm, 0, 10_000).unwrap().len();
     assert!(samples_before > 0);
     drop(first);
@@ -112,6 +113,7 @@ fn a_restart_settles_in_flight_actions_by_placement_and_repeats_none() {
         .expect("a new plan after the restart");
     assert!(new > id + 1, "plan ids go on: {new}");
     let store = second.store();
+    store.flush();
     let actions = store.actions(100).unwrap();
     assert_eq!(actions.len(), 3, "no action added or repeated");
     let mut keys: Vec<(u64, u32)> = actions.iter().map(|a| (a.plan_id, a.seq)).collect();

@@ -5,15 +5,18 @@
 //!
 //! Every method is synchronous; the daemon calls them from blocking
 //! threads (the control round and the API's blocking tasks), never on the
-//! async reactor. Writes go through one connection, one transaction per
-//! round; reads use a second connection, which WAL lets run while a write
-//! is in progress.
+//! async reactor. Samples go to a writer thread of their own (one
+//! transaction per round, or per batch of queued rounds), so a control
+//! round does not wait for the disk; plans, actions and the audit log are
+//! written synchronously on another connection; reads use a third, which
+//! WAL lets run while a write is in progress.
 //!
 //! Modules: [`schema`] (layout, versions), [`samples`] (samples, imbalance,
 //! retention and downsampling), [`plans`] (plans and actions), [`audit`].
 
 pub mod audit;
 pub mod plans;
+mod sampler;
 pub mod samples;
 pub mod schema;
 
@@ -128,7 +131,7 @@ pub enum StoreErrorKind {
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
     /// Creating the data directory failed.
-    #[error("creating the directory: {0}")]
+    #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A stored value does not parse (the file was edited or damaged).
     #[error("bad stored value: {0}")]
@@ -157,6 +160,8 @@ pub struct Store {
     writer: Mutex<Writer>,
     /// Read connection; `None` in memory (reads then use the writer's).
     reader: Option<Mutex<Connection>>,
+    /// The writer thread of samples; `None` in memory (written at once).
+    sampler: Option<sampler::Sampler>,
     history: HistoryConfig,
 }
 
@@ -176,7 +181,12 @@ impl Store {
             path: path.display().to_string(),
             kind,
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| err(e.into()))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            err(StoreErrorKind::Data(format!(
+                "creating the directory {}: {e}",
+                data_dir.display()
+            )))
+        })?;
         Self::open(&path, history)
     }
 
@@ -207,6 +217,10 @@ impl Store {
         )
         .map_err(sql)?;
         reader.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        let samples = Connection::open(path).map_err(sql)?;
+        setup(&samples).map_err(sql)?;
+        let sampler = sampler::Sampler::start(samples, history.clone(), name.clone())
+            .map_err(|e| err(e.into()))?;
         Ok(Self {
             path: name,
             writer: Mutex::new(Writer {
@@ -214,6 +228,7 @@ impl Store {
                 last_compaction_ms: 0,
             }),
             reader: Some(Mutex::new(reader)),
+            sampler: Some(sampler),
             history,
         })
     }
@@ -235,6 +250,7 @@ impl Store {
                 last_compaction_ms: 0,
             }),
             reader: None,
+            sampler: None,
             history,
         })
     }
@@ -270,6 +286,16 @@ impl Store {
             None => f(&self.writer().conn),
         };
         r.map_err(|e| self.error(e))
+    }
+
+    /// Copies the write-ahead log into the database file and empties it
+    /// (SQLite does this on its own every 1000 pages; at exit it is tidy).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.flush();
+        self.writer()
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.error(e))
     }
 
     /// A value of the `meta` table.

@@ -119,7 +119,9 @@ impl Store {
     pub fn save_plan(&self, p: &PlanRecord) -> Result<(), StoreError> {
         let mut w = self.writer();
         let r = (|| {
-            let tx = w.conn.transaction()?;
+            let tx = w
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "INSERT INTO plans (id, state, trigger, created_ms, updated_ms, driver_time_seconds,
                  imbalance_before, imbalance_after, benefit, cost_seconds, rules, unresolved,

@@ -6,7 +6,7 @@ use crate::control::VmUsage;
 use crate::view::HostView;
 use keel_model::Resources;
 use keel_policy::balance::Imbalance;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 
 /// One VM's usage over one round (or a bucket's average).
@@ -122,10 +122,101 @@ const TABLES: &[Table] = &[
 /// runs at most once a minute of the daemon's clock.
 const COMPACTION_EVERY_MS: u64 = 60_000;
 
+/// One round's rows, owned, on their way to the database.
+pub(crate) struct Round {
+    t_ms: u64,
+    vms: Vec<VmUsage>,
+    hosts: Vec<(String, Resources, usize)>,
+    imbalance: Imbalance,
+}
+
+impl Round {
+    pub(crate) fn t_ms(&self) -> u64 {
+        self.t_ms
+    }
+}
+
+/// Writes `rounds` in one transaction.
+pub(crate) fn write_rounds(conn: &mut Connection, rounds: &[Round]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut vm = tx.prepare_cached(
+            "INSERT INTO vm_samples (t_ms, bucket_ms, vm, host, cpu_cores, memory_bytes,
+             disk_bytes_per_second, network_bytes_per_second, rounds)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+        )?;
+        let mut host = tx.prepare_cached(
+            "INSERT INTO host_samples (t_ms, bucket_ms, host, cpu_load, memory_load,
+             disk_load, network_load, vms, rounds)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+        )?;
+        let mut point = tx.prepare_cached(
+            "INSERT INTO imbalance_points (t_ms, bucket_ms, imbalance, normalized,
+             r_cpu_cores, r_memory_bytes, r_disk_bytes_per_second, r_network_bytes_per_second,
+             l_cpu, l_memory, l_disk, l_network, rounds)
+             VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)",
+        )?;
+        for round in rounds {
+            let t = ms(round.t_ms);
+            for v in &round.vms {
+                let u = v.usage;
+                vm.execute(params![
+                    t,
+                    v.vm,
+                    v.host,
+                    u.cpu_cores,
+                    u.memory_bytes,
+                    u.disk_bytes_per_second,
+                    u.network_bytes_per_second
+                ])?;
+            }
+            for (name, l, vms) in &round.hosts {
+                host.execute(params![
+                    t,
+                    name,
+                    l.cpu_cores,
+                    l.memory_bytes,
+                    l.disk_bytes_per_second,
+                    l.network_bytes_per_second,
+                    *vms as f64
+                ])?;
+            }
+            let i = &round.imbalance;
+            let (r, l) = (i.total_demand, i.mean_load);
+            point.execute(params![
+                t,
+                finite(i.std_dev),
+                finite(i.normalized),
+                finite(r.cpu_cores),
+                finite(r.memory_bytes),
+                finite(r.disk_bytes_per_second),
+                finite(r.network_bytes_per_second),
+                finite(l.cpu_cores),
+                finite(l.memory_bytes),
+                finite(l.disk_bytes_per_second),
+                finite(l.network_bytes_per_second),
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Whether the retention pass is due at `now_ms`, having last run at `*last_ms`
+/// (updated when it is).
+pub(crate) fn compaction_due(last_ms: &mut u64, now_ms: u64) -> bool {
+    let due = now_ms >= last_ms.saturating_add(COMPACTION_EVERY_MS);
+    if due {
+        *last_ms = now_ms;
+    }
+    due
+}
+
 impl Store {
-    /// Records one round in one transaction: each VM's usage, each host's
-    /// loads and VM count, the imbalance. Runs the retention pass when a
-    /// minute has passed since the last one.
+    /// Records one round: each VM's usage, each host's loads and VM count,
+    /// the imbalance. With a database file the rows go to the history
+    /// writer thread (the round does not wait for the disk; rounds queued
+    /// meanwhile are written together in one transaction); in memory they
+    /// are written at once. The retention pass runs once a minute.
     pub fn record_round(
         &self,
         t_ms: u64,
@@ -133,77 +224,37 @@ impl Store {
         hosts: &[HostView],
         imbalance: &Imbalance,
     ) -> Result<(), StoreError> {
+        let round = Round {
+            t_ms,
+            vms: vms.to_vec(),
+            hosts: hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.load, h.vm_count))
+                .collect(),
+            imbalance: *imbalance,
+        };
+        if let Some(sampler) = &self.sampler {
+            return sampler.send(round).map_err(|kind| self.error(kind));
+        }
         let mut w = self.writer();
-        let r = (|| {
-            let tx = w.conn.transaction()?;
-            {
-                let mut vm = tx.prepare_cached(
-                    "INSERT INTO vm_samples (t_ms, bucket_ms, vm, host, cpu_cores, memory_bytes,
-                     disk_bytes_per_second, network_bytes_per_second, rounds)
-                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
-                )?;
-                for v in vms {
-                    let u = v.usage;
-                    vm.execute(params![
-                        ms(t_ms),
-                        v.vm,
-                        v.host,
-                        u.cpu_cores,
-                        u.memory_bytes,
-                        u.disk_bytes_per_second,
-                        u.network_bytes_per_second
-                    ])?;
-                }
-                let mut host = tx.prepare_cached(
-                    "INSERT INTO host_samples (t_ms, bucket_ms, host, cpu_load, memory_load,
-                     disk_load, network_load, vms, rounds)
-                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
-                )?;
-                for h in hosts {
-                    let l = h.load;
-                    host.execute(params![
-                        ms(t_ms),
-                        h.name,
-                        l.cpu_cores,
-                        l.memory_bytes,
-                        l.disk_bytes_per_second,
-                        l.network_bytes_per_second,
-                        h.vm_count as f64
-                    ])?;
-                }
-                let (r, l) = (imbalance.total_demand, imbalance.mean_load);
-                tx.prepare_cached(
-                    "INSERT INTO imbalance_points (t_ms, bucket_ms, imbalance, normalized,
-                     r_cpu_cores, r_memory_bytes, r_disk_bytes_per_second, r_network_bytes_per_second,
-                     l_cpu, l_memory, l_disk, l_network, rounds)
-                     VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)",
-                )?
-                .execute(params![
-                    ms(t_ms),
-                    finite(imbalance.std_dev),
-                    finite(imbalance.normalized),
-                    finite(r.cpu_cores),
-                    finite(r.memory_bytes),
-                    finite(r.disk_bytes_per_second),
-                    finite(r.network_bytes_per_second),
-                    finite(l.cpu_cores),
-                    finite(l.memory_bytes),
-                    finite(l.disk_bytes_per_second),
-                    finite(l.network_bytes_per_second),
-                ])?;
-            }
-            tx.commit()
-        })();
-        r.map_err(|e| self.error(e))?;
-        if t_ms >= w.last_compaction_ms.saturating_add(COMPACTION_EVERY_MS) {
-            w.last_compaction_ms = t_ms;
+        write_rounds(&mut w.conn, &[round]).map_err(|e| self.error(e))?;
+        if compaction_due(&mut w.last_compaction_ms, t_ms) {
             compact(&mut w.conn, &self.history, t_ms).map_err(|e| self.error(e))?;
         }
         Ok(())
     }
 
-    /// Runs the retention pass now (the rounds run it once a minute).
+    /// Waits until every round recorded so far is in the database.
+    pub fn flush(&self) {
+        if let Some(sampler) = &self.sampler {
+            sampler.flush();
+        }
+    }
+
+    /// Runs the retention pass now (the rounds run it once a minute),
+    /// after the rounds recorded so far are written.
     pub fn compact(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.flush();
         let mut w = self.writer();
         w.last_compaction_ms = now_ms;
         compact(&mut w.conn, &self.history, now_ms).map_err(|e| self.error(e))
@@ -338,12 +389,12 @@ fn finite(x: f64) -> f64 {
 /// keep are folded into the next tier's buckets (weighted means, the
 /// bucket's last host for a VM) or, past the last tier, deleted; then old
 /// finished plans and old audit entries go.
-fn compact(
+pub(crate) fn compact(
     conn: &mut Connection,
     history: &super::HistoryConfig,
     now_ms: u64,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut source_bucket_ms = 0u64;
     let mut source_keep_ms = history.raw_keep_seconds.saturating_mul(1000);
     for tier in &history.tiers {

@@ -68,6 +68,7 @@ fn rounds_are_read_back_and_survive_a_reopen() {
     store
         .audit(T0, "alice", "plan.apply", "plan 1", "3 moves")
         .unwrap();
+    store.flush();
     let samples = store.vm_samples("vm-a", 0, 1000).unwrap();
     assert_eq!(samples.len(), 5);
     assert_eq!(samples[4].t_ms, T0 + 8_000);
