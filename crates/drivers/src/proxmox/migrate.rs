@@ -240,11 +240,11 @@ impl Migration<'_> {
     fn through_ha(&self, deadline: Instant) -> Result<(), DriverError> {
         let g = self.guest;
         let sid = format!("{}:{}", g.kind.ha_type(), g.vmid);
-        let need = format!("VM.Migrate on /vms/{}", g.vmid);
+        let need = "Sys.Console on / (HA migrations)";
         let path = format!("/cluster/ha/resources/{}/migrate", percent_encode(&sid));
         let answer = self
             .api
-            .post(&path, &[("node", self.to.to_string())], &need)?;
+            .post(&path, &[("node", self.to.to_string())], need)?;
         if let Some(blocking) = non_empty_list(&answer, "blocking-resources") {
             return Err(self.refused(format!("HA resources block it: {blocking}")));
         }

@@ -72,11 +72,19 @@ pub(crate) fn colon_hex(bytes: &[u8]) -> String {
 }
 
 /// The server certificate's SHA-256 differs from the pinned one.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("certificate fingerprint mismatch: the server presented SHA-256 {got}, proxmox.fingerprint pins {expected}")]
 struct FingerprintMismatch {
     got: String,
     expected: String,
+}
+
+// rustls prints the cause of an invalid certificate with `Debug`: make
+// that the readable message too.
+impl std::fmt::Debug for FingerprintMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Trusts exactly one certificate (by SHA-256), or any (`sha256: None`,
