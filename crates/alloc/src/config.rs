@@ -21,7 +21,7 @@
 //! Amounts may be given with units (`"2GiB"`, `"1200MHz"`, `"50MB/s"`,
 //! `"500 IOPS"`): see [`crate::units`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// Deepest nesting of pools accepted (as the entitlement function's).
@@ -31,7 +31,7 @@ pub const MAX_DEPTH: usize = keel_policy::balance::entitlement::MAX_POOL_DEPTH;
 pub const DEFAULT_SHARES: f64 = 1000.0;
 
 /// A priority class, a shorthand for shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// 2000 shares.
@@ -54,7 +54,7 @@ impl Priority {
 }
 
 /// Reservation and limit of one resource.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bounds {
     /// Guaranteed amount (default 0).
@@ -73,7 +73,7 @@ impl Bounds {
 }
 
 /// One VM's allocation policy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmAlloc {
     /// The VM's name.
@@ -99,7 +99,7 @@ pub struct VmAlloc {
 }
 
 /// A resource pool: its own weight and bounds, and its children.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolAlloc {
     /// The pool's name.
@@ -128,7 +128,7 @@ pub struct PoolAlloc {
 }
 
 /// A host's whole allocation policy.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllocConfig {
     /// VMs at the top level.

@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/imbalance"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/actions"),
+    ("get", "/api/v1/allocation"),
+    ("put", "/api/v1/allocation"),
 ];
 
 /// What the handlers share.
@@ -57,6 +59,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// The bearer token.
     pub token: String,
+    /// The host-local allocation policy (`/api/v1/allocation`).
+    pub allocation: std::sync::Mutex<keel_alloc::config::AllocConfig>,
 }
 
 /// An API error: status, stable code, human message.
@@ -131,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(enter_maintenance).delete(leave_maintenance),
         )
         .merge(crate::api_settings::routes())
+        .merge(crate::api_alloc::routes())
         .route(
             "/api/v1/vms/{name}/samples",
             get(crate::history_api::vm_samples),

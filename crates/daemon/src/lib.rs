@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod api_alloc;
 mod api_settings;
 pub mod auth;
 pub mod clock;

@@ -1,0 +1,112 @@
+//! `GET/PUT /api/v1/allocation`: the host-local allocation policy (shares,
+//! reservations, limits, pools; see docs/allocation.md), validated by
+//! keel-alloc against the cluster as last observed: values, unknown VMs,
+//! reservations above limits, and admission control on each host (the
+//! reservations of the VMs on a host must fit its capacity). Kept in
+//! memory; `keel agent` on each host enforces a policy from its own file.
+
+use crate::api::{blocking, body_bytes, ApiError, ApiResult, AppState};
+use crate::view::ClusterView;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use keel_alloc::config::{AllocConfig, ConfigError};
+use keel_alloc::units::Units;
+use std::sync::Arc;
+
+/// The routes of this module, to merge into the guarded router.
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/v1/allocation", get(allocation).put(replace))
+}
+
+/// Checks `policy` against `cluster`: every value and name on the whole
+/// cluster, then each host's VMs against its capacity (a capacity of 0,
+/// not measured, does not bound).
+pub fn validate_for_cluster(
+    policy: &AllocConfig,
+    cluster: &ClusterView,
+) -> Result<(), ConfigError> {
+    let all: Vec<&str> = cluster.vms.iter().map(|v| v.name.as_str()).collect();
+    policy.validate(&all, [f64::INFINITY; 3])?;
+    for h in &cluster.hosts {
+        let here: Vec<&str> = cluster
+            .vms
+            .iter()
+            .filter(|v| v.host == h.name)
+            .map(|v| v.name.as_str())
+            .collect();
+        let bound = |x: f64| if x > 0.0 { x } else { f64::INFINITY };
+        let c = &h.capacity;
+        let cap = [
+            bound(c.cpu_cores),
+            bound(c.memory_bytes),
+            bound(c.disk_bytes_per_second),
+        ];
+        policy
+            .retain_vms(&|n: &str| here.contains(&n))
+            .validate(&here, cap)?;
+    }
+    Ok(())
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_allocation",
+        e.to_string(),
+    )
+}
+
+async fn allocation(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    let policy = state
+        .allocation
+        .lock()
+        .map_err(|_| invalid("allocation policy unavailable"))?
+        .clone();
+    Ok(Json(policy).into_response())
+}
+
+async fn replace(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let bytes = body_bytes(body)?;
+    // Through a TOML table so that amounts with units ("2GiB", "50MB/s",
+    // "500 IOPS") are accepted as in the agent's file.
+    let mut table: toml::Table = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!(
+                "request body: {e} (expected {{\"vm\": [{{\"name\", \"shares\"|\"priority\", \"cpu\", \"memory\", \"disk\"}}], \"pool\": [...]}})"
+            ),
+        )
+    })?;
+    let policy = AllocConfig::from_table(&mut table, &Units::default()).map_err(invalid)?;
+    let service = state.service.clone();
+    let cluster = blocking(move || Ok(service.cluster())).await?;
+    match &cluster {
+        Some(c) => validate_for_cluster(&policy, c).map_err(invalid)?,
+        None => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_observed",
+                "the cluster has not been observed yet: cannot check the policy's VMs",
+            ))
+        }
+    }
+    let mut stored = state
+        .allocation
+        .lock()
+        .map_err(|_| invalid("allocation policy unavailable"))?;
+    *stored = policy.clone();
+    tracing::info!(
+        vms = policy.vm_names().len(),
+        "allocation policy replaced through the API"
+    );
+    Ok(Json(policy).into_response())
+}
