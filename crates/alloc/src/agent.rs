@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 /// Disk capacity used when none is configured: large enough never to bind.
 pub const UNBOUNDED_DISK_BYTES_PER_SECOND: f64 = 1e15;
 
+/// Memory caps stay at least this many times the QEMU's resident memory.
+pub const RSS_FLOOR_FACTOR: f64 = 1.1;
+
 /// A balloon target is only changed by more than this, bytes.
 pub const BALLOON_STEP_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 
@@ -248,6 +251,14 @@ impl<B: Balloon> Agent<B> {
             } else {
                 s.guest_memory_bytes = state.map_or(configured, |b| b.actual_bytes);
             }
+            // The floor of every memory cap is the guest's memory plus
+            // QEMU's overhead; never below what QEMU holds now plus a tenth
+            // either: a hard cap under its resident memory would make the
+            // kernel swap or OOM-kill the guest (TCG QEMUs hold 77-85 MiB
+            // beside a 128 MiB guest, measured in the lab).
+            s.guest_memory_bytes = s
+                .guest_memory_bytes
+                .max(p.rss_bytes * RSS_FLOOR_FACTOR - MEMORY_OVERHEAD_BYTES);
             let m = &self.managed[&p.name];
             let outcome = match (&self.tunables, &m.cgroup) {
                 (Some(t), _) => t.apply(&p.name, &s).map_err(Some),

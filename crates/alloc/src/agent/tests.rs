@@ -293,6 +293,19 @@ fn memory_is_reclaimed_by_balloon_before_any_cap_and_given_back() {
 }
 
 #[test]
+fn a_hard_cap_never_goes_below_what_qemu_holds() {
+    let h = FakeHost::new();
+    h.vm(10, "a", 0.0, 0.0);
+    // QEMU holds 400 MiB beside a 128 MiB guest; the policy asks 64 MiB.
+    fs::write(h.dir.path().join("proc/10/status"), "VmRSS:\t409600 kB\n").unwrap();
+    let cfg = policy("[[vm]]\nname = \"a\"\nmemory = { limit = \"64MiB\" }\n");
+    let mut agent = Agent::new(cfg, h.source(), crate::balloon::NoBalloon);
+    agent.step(0.0);
+    let hard: f64 = h.read("a", "memory.limit_in_bytes").parse().unwrap();
+    assert!(hard >= 400.0 * MIB * RSS_FLOOR_FACTOR - 4096.0, "{hard}");
+}
+
+#[test]
 fn runs_until_stopped_then_undoes() {
     let h = FakeHost::new();
     h.vm(10, "a", 0.0, 0.0);
