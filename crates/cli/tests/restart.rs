@@ -9,15 +9,13 @@
 
 #[path = "../../daemon/tests/common/mod.rs"]
 mod http;
+#[path = "common/serve.rs"]
+mod serve;
 
-use http::{get, wait_until, Reply};
+use http::wait_until;
 use serde_json::Value;
+use serve::Serve;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const CONFIG: &str = r#"
@@ -29,67 +27,6 @@ token = "test-token-0123456789abcdef"
 wall_seconds_per_sample = 0.25
 migration_delay_ms = 400
 "#;
-
-/// `keel serve` as a child process, killed (SIGKILL) when dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Serve {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("keel.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting keel serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Reads the log to the end so the pipe never fills up.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| panic!("no 'keel serve is up' ({e}); log: {seen:#?}"));
-            if let Some(rest) = line.split("url=http://").nth(1) {
-                break rest.split('/').next().unwrap().parse().unwrap();
-            }
-            seen.push(line);
-        };
-        Self { child, addr }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let reply: Reply = get(self.addr, path);
-        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
-        reply.json()
-    }
-
-    fn kill(mut self) {
-        // Child::kill is SIGKILL on Unix: no shutdown code runs.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()

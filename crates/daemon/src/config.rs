@@ -3,6 +3,7 @@
 
 use crate::clock::Clock;
 use crate::demo::{demo_cluster, AcceleratedSim, DemoConfig, DemoError};
+use crate::libvirt_hosts::{LibvirtConfig, LibvirtConfigError};
 use crate::service::{Automation, Service, ServiceConfig};
 use crate::store::{HistoryConfig, Store, StoreError};
 use crate::tls::TlsConfig;
@@ -26,6 +27,8 @@ pub enum DriverKind {
     Sim,
     /// A Proxmox VE cluster through its REST API (the `[proxmox]` section).
     Proxmox,
+    /// libvirt daemons, one per host (the `[libvirt]` section).
+    Libvirt,
 }
 
 /// Everything `keel serve` can be told in its config file. Every field
@@ -50,6 +53,8 @@ pub struct DaemonConfig {
     pub sim: DemoConfig,
     /// The Proxmox VE cluster (`driver = "proxmox"`; docs/proxmox.md).
     pub proxmox: Option<ProxmoxConfig>,
+    /// The libvirt hosts (`driver = "libvirt"`).
+    pub libvirt: Option<LibvirtConfig>,
     /// Planner settings, `level` 1-5 among them (default: the planner's
     /// defaults with a 25 Gbit/s migration network, [`demo_planner`]).
     pub planner: PlannerConfig,
@@ -72,6 +77,7 @@ impl Default for DaemonConfig {
             driver: DriverKind::Sim,
             sim: DemoConfig::default(),
             proxmox: None,
+            libvirt: None,
             planner: demo_planner(),
             rules: Rules::default(),
             history: HistoryConfig::default(),
@@ -161,6 +167,12 @@ impl DaemonConfig {
             (DriverKind::Proxmox, Some(p)) => p.check()?,
             _ => {}
         }
+        if self.driver == DriverKind::Libvirt {
+            self.libvirt
+                .as_ref()
+                .ok_or(LibvirtConfigError::NoHosts)?
+                .check()?;
+        }
         if let Some(token) = &self.token {
             crate::auth::check_token(token).map_err(|reason| ConfigError::Setting {
                 setting: "token",
@@ -241,6 +253,11 @@ impl DaemonConfig {
                 )
             }
             DriverKind::Proxmox => proxmox_driver(self.proxmox.as_ref())?,
+            DriverKind::Libvirt => self
+                .libvirt
+                .as_ref()
+                .ok_or(LibvirtConfigError::NoHosts)?
+                .connect()?,
         };
         let config = ServiceConfig {
             automation: self.automation,
@@ -310,4 +327,7 @@ pub enum ConfigError {
     /// The driver cannot be set up.
     #[error("driver: {0}")]
     Driver(String),
+    /// The `[libvirt]` section is missing, wrong or its hosts unreachable.
+    #[error(transparent)]
+    Libvirt(#[from] LibvirtConfigError),
 }

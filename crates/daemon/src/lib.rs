@@ -25,6 +25,7 @@ pub mod control;
 pub mod dashboard;
 pub mod demo;
 pub mod history_api;
+pub mod libvirt_hosts;
 pub mod plans;
 pub mod recovery;
 pub mod server;
