@@ -25,10 +25,18 @@ impl Serve {
     /// Starts `keel serve --config <dir>/keel.toml --data-dir <dir>/data`
     /// and waits (at most 60 s) for its "is up" log line.
     pub fn start(dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .arg("serve")
-            .arg("--config")
-            .arg(dir.join("keel.toml"))
+        let config = dir.join("keel.toml");
+        Self::start_with(dir, Some(&config))
+    }
+
+    /// As [`Serve::start`], with the embedded default when `config` is `None`.
+    pub fn start_with(dir: &Path, config: Option<&Path>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen", "127.0.0.1:0"])
