@@ -11,8 +11,6 @@ mod http;
 #[path = "common/serve.rs"]
 mod serve;
 
-use std::time::Duration;
-
 #[cfg(not(feature = "libvirt"))]
 #[test]
 fn serve_drives_libvirt() {
@@ -23,6 +21,7 @@ fn serve_drives_libvirt() {
 #[test]
 fn serve_drives_libvirt() {
     use serde_json::Value;
+    use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("keel.toml"),
