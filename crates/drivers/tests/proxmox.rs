@@ -481,3 +481,99 @@ fn the_fake_checks_requests_and_answers_against_the_schema() {
     );
     assert!(text.contains("required starttime missing"), "{text}");
 }
+
+/// `keel serve`'s path: the daemon config's `[proxmox]` section, the
+/// service in full automation, the periodic loop on tokio (the driver is
+/// called from blocking tasks), until a plan is done on the fake.
+#[test]
+fn keel_serve_balances_the_fake_cluster_in_full_automation() {
+    use keel_daemon::{DaemonConfig, PlanState, WallClock};
+    use std::sync::Arc;
+    let Some(fake) = FakeProxmox::start(hot_cluster()) else {
+        return;
+    };
+    let text = format!(
+        r#"
+automation = "full"
+driver = "proxmox"
+
+[proxmox]
+url = "{}"
+token_id = "{}"
+token_secret = "{}"
+fingerprint = "{}"
+allow_container_restart = true
+"#,
+        fake.url(),
+        proxmox_fake::TOKEN_ID,
+        proxmox_fake::SECRET,
+        fake.fingerprint
+    );
+    let config: DaemonConfig = toml::from_str(&text).expect("the config parses");
+    let service = Arc::new(config.build_service(Arc::new(WallClock)).expect("service"));
+    service.warm_up().expect("first observation");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = runtime.block_on(async {
+        let running = keel_daemon::start(
+            service.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            "a-test-token-of-32-characters-xx".into(),
+            Some(Duration::from_millis(200)),
+        )
+        .await
+        .expect("serving");
+        // Bounded wait for the first finished plan (not a speed check).
+        let mut done = None;
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(p) = service
+                .plans()
+                .into_iter()
+                .find(|p| p.state == PlanState::Done)
+            {
+                done = Some(p);
+                break;
+            }
+        }
+        running.shutdown().await;
+        done
+    });
+    let plan = done.expect("a plan was executed within 30 s");
+    assert!(!plan.moves.is_empty());
+    for m in &plan.moves {
+        assert_eq!(
+            fake.with(|c| c.node_of(m.vm.parse().unwrap())),
+            Some(m.to.clone())
+        );
+    }
+    drop(runtime);
+    drop(service);
+    assert_clean(&fake);
+}
+
+#[test]
+fn a_bad_proxmox_section_is_refused_by_name() {
+    use keel_daemon::DaemonConfig;
+    let parse = |text: &str| toml::from_str::<DaemonConfig>(text).expect("parses");
+    let missing = parse("driver = \"proxmox\"")
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("[proxmox] section"), "{missing}");
+    let bad = parse(
+        "driver = \"proxmox\"\n[proxmox]\nurl = \"https://pve:8006\"\ntoken_id = \"keel@pve!b\"\n\
+         token_secret = \"s\"\nfingerprint = \"AB:CD\"\n",
+    );
+    let err = bad.check().unwrap_err().to_string();
+    assert!(err.contains("proxmox.fingerprint = AB:CD"), "{err}");
+    let typo = toml::from_str::<DaemonConfig>(
+        "driver = \"proxmox\"\n[proxmox]\nurl = \"https://pve:8006\"\ntoken_id = \"keel@pve!b\"\nsecret = \"s\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(typo.contains("unknown field `secret`"), "{typo}");
+}
