@@ -136,6 +136,9 @@ pub enum StoreErrorKind {
     /// A stored value does not parse (the file was edited or damaged).
     #[error("bad stored value: {0}")]
     Data(String),
+    /// The file or its directory cannot be used (what and why).
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// An error of the history database, naming its file.
@@ -182,7 +185,7 @@ impl Store {
             kind,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            err(StoreErrorKind::Data(format!(
+            err(StoreErrorKind::Unusable(format!(
                 "creating the directory {}: {e}",
                 data_dir.display()
             )))
@@ -199,14 +202,19 @@ impl Store {
             path: name.clone(),
             kind,
         };
-        let sql = |e: rusqlite::Error| err(e.into());
+        let sql = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => err(StoreErrorKind::Unusable(format!(
+                "damaged, or not SQLite ({e}); move it away to start a new history"
+            ))),
+            _ => err(e.into()),
+        };
         let mut conn = Connection::open(path).map_err(sql)?;
         setup(&conn).map_err(sql)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(sql)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(err(StoreErrorKind::Data(format!(
+            return Err(err(StoreErrorKind::Unusable(format!(
                 "journal mode {mode:?}: WAL is needed (is the file on a network filesystem?)"
             ))));
         }

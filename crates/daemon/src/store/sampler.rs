@@ -49,7 +49,7 @@ impl Sampler {
         self.tx
             .as_ref()
             .and_then(|tx| tx.send(Job::Round(round)).ok())
-            .ok_or_else(|| StoreErrorKind::Data("the history writer thread has stopped".into()))
+            .ok_or_else(|| StoreErrorKind::Unusable("the history writer thread has stopped".into()))
     }
 
     /// Waits until every round queued before this call is written.
