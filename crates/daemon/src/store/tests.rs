@@ -218,3 +218,65 @@ fn a_corrupt_or_foreign_file_is_refused_naming_it() {
         "{e}"
     );
 }
+
+/// Per VM: (rows, summed rounds, rounds-weighted sum of cpu_cores).
+fn totals(store: &Store) -> Vec<(String, i64, i64, f64)> {
+    store
+        .read(|c| {
+            let mut q = c.prepare(
+                "SELECT vm, count(*), sum(rounds), sum(cpu_cores * rounds) FROM vm_samples
+                 GROUP BY vm ORDER BY vm",
+            )?;
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+        .unwrap()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Folding into coarser buckets keeps every round's weight: per VM the
+    /// number of rounds and the rounds-weighted sum are unchanged (nothing
+    /// is older than the last tier's 30 days), rows never increase, and no
+    /// two rows of a VM share a time and resolution.
+    #[test]
+    fn downsampling_keeps_the_weighted_sums(
+        gaps_s in proptest::collection::vec(1u64..900, 1..60),
+        cpus in proptest::collection::vec(0.0f64..16.0, 60),
+        // At most 27 days in all: nothing reaches the last tier's 30 days.
+        passes_h in proptest::collection::vec(0u64..(24 * 9), 1..4),
+    ) {
+        let store = Store::in_memory(HistoryConfig::default()).unwrap();
+        let mut t = T0;
+        for (i, gap) in gaps_s.iter().enumerate() {
+            t += gap * 1000;
+            round(&store, t, cpus[i]);
+        }
+        let before = totals(&store);
+        let mut now = t;
+        for h in passes_h {
+            now += h * 3_600_000;
+            store.compact(now).unwrap();
+            let after = totals(&store);
+            proptest::prop_assert_eq!(after.len(), before.len());
+            for (a, b) in after.iter().zip(&before) {
+                proptest::prop_assert_eq!(&a.0, &b.0);
+                proptest::prop_assert!(a.1 <= b.1, "rows grew: {:?} -> {:?}", b, a);
+                proptest::prop_assert_eq!(a.2, b.2);
+                proptest::prop_assert!((a.3 - b.3).abs() < 1e-6 * b.3.abs().max(1.0));
+            }
+            let dupes: i64 = store
+                .read(|c| {
+                    c.query_row(
+                        "SELECT count(*) FROM (SELECT 1 FROM vm_samples
+                         GROUP BY vm, bucket_ms, t_ms HAVING count(*) > 1)",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .unwrap();
+            proptest::prop_assert_eq!(dupes, 0);
+        }
+    }
+}
