@@ -203,13 +203,30 @@ impl DaemonConfig {
     ) -> Result<Service, ConfigError> {
         self.check()?;
         let store = Store::open_in(data_dir, self.history.clone())?;
-        self.audit_changes(&store, clock.now_unix_ms())?;
-        self.build_service_with(clock, store)
+        let config_changed = self.audit_changes(&store, clock.now_unix_ms())?;
+        let runtime = crate::settings::remembered(&store, config_changed)?;
+        match runtime {
+            Some(runtime) => {
+                tracing::info!(
+                    automation = ?runtime.automation,
+                    level = runtime.level,
+                    "the config is unchanged since the last run: continuing with the \
+                     automation, level and rules last set through the API"
+                );
+                let mut resumed = self.clone();
+                resumed.automation = runtime.automation;
+                resumed.planner.level = runtime.level;
+                resumed.rules = runtime.rules;
+                resumed.build_service_with(clock, store)
+            }
+            None => self.build_service_with(clock, store),
+        }
     }
 
     /// Compares this config with the one the history last ran with and
     /// audits the difference (`who` = `config`). The token is never stored.
-    fn audit_changes(&self, store: &Store, now_ms: u64) -> Result<(), StoreError> {
+    /// True when the config differs (or this is the history's first start).
+    fn audit_changes(&self, store: &Store, now_ms: u64) -> Result<bool, StoreError> {
         let shown = Self {
             token: self.token.as_ref().map(|_| "(set)".into()),
             ..self.clone()
@@ -219,7 +236,7 @@ impl DaemonConfig {
             .meta("config")?
             .and_then(|text| serde_json::from_str(&text).ok());
         let detail = match &before {
-            Some(before) if *before == now => return Ok(()),
+            Some(before) if *before == now => return Ok(false),
             Some(before) => {
                 let changed: Vec<&str> = now
                     .as_object()
@@ -233,7 +250,8 @@ impl DaemonConfig {
             None => "first start with this history".to_string(),
         };
         store.audit(now_ms, "config", "config.change", "config", &detail)?;
-        store.set_meta("config", &now.to_string())
+        store.set_meta("config", &now.to_string())?;
+        Ok(true)
     }
 
     fn build_service_with(

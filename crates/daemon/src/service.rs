@@ -435,6 +435,7 @@ impl Service {
         self.check_host(&mut control, host)?;
         if !control.rules().maintenance.iter().any(|h| h == host) {
             control.rules_mut().maintenance.push(host.to_string());
+            self.remember(&control);
         }
         let mut evacuate = KeelBalancer {
             config: PlannerConfig {
@@ -472,6 +473,7 @@ impl Service {
         let mut control = self.control();
         self.check_host(&mut control, host)?;
         control.rules_mut().maintenance.retain(|h| h != host);
+        self.remember(&control);
         self.audit(who, "maintenance.leave", host, "");
         self.refresh_view(&mut control)
     }

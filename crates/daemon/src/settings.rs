@@ -3,8 +3,10 @@
 //! checked before it takes effect (rules against the cluster as last
 //! observed); a refused change leaves everything as it was.
 
-use crate::control::ControlError;
+use crate::control::{ControlError, ControlLoop};
+use crate::service::DynDriver;
 use crate::service::{Automation, Service, ServiceError};
+use crate::store::{Store, StoreError};
 use keel_model::{Rules, VmGroupRule, VmHostRule};
 use keel_policy::balance::KeelBalancer;
 use serde::{Deserialize, Serialize};
@@ -149,7 +151,9 @@ impl Service {
             automation: tuning.automation,
             level: tuning.planner.level,
         };
-        drop((tuning, control));
+        drop(tuning);
+        self.remember(&control);
+        drop(control);
         let detail = format!("automation {:?}, level {}", now.automation, now.level);
         self.audit("api", "settings.change", "settings", &detail);
         Ok(now)
@@ -167,6 +171,7 @@ impl Service {
         check_unique_names(&rules)?;
         control.check_rules(&rules).map_err(rules_error)?;
         *control.rules_mut() = rules.clone();
+        self.remember(&control);
         self.refresh_view(&mut control)?;
         self.audit("api", "rules.change", "rules", &rules_summary(&rules));
         Ok(rules)
@@ -219,6 +224,7 @@ impl Service {
             });
         }
         let rules = rules.clone();
+        self.remember(&control);
         // Removing a rule cannot make the rest conflict; refresh the view.
         self.refresh_view(&mut control)?;
         let detail = format!(
@@ -241,6 +247,58 @@ fn rules_summary(r: &Rules) -> String {
         r.pin.len(),
         r.maintenance
     )
+}
+
+/// What an operator changed at run time, kept in the history database so a
+/// restart continues with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeState {
+    /// Automation level.
+    pub automation: Automation,
+    /// Migration threshold level.
+    pub level: u8,
+    /// The rules, maintenance hosts included.
+    pub rules: Rules,
+}
+
+/// Key of [`RuntimeState`] in the store's meta table.
+const RUNTIME_KEY: &str = "runtime";
+
+impl Service {
+    /// Stores the settings and rules in force as the state to resume
+    /// after a restart. Called with the control loop locked, after a change.
+    pub(crate) fn remember(&self, control: &ControlLoop<DynDriver>) {
+        let tuning = self.tuning();
+        let state = RuntimeState {
+            automation: tuning.automation,
+            level: tuning.planner.level,
+            rules: control.rules().clone(),
+        };
+        let stored = serde_json::to_string(&state)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                self.store()
+                    .set_meta(RUNTIME_KEY, &text)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "storing the run-time settings failed: a restart will use the config's");
+        }
+    }
+}
+
+/// The state last set through the API, to resume with, unless the config
+/// changed since (then the config wins and the stored state is dropped: an
+/// operator who edits the file means it).
+pub fn remembered(store: &Store, config_changed: bool) -> Result<Option<RuntimeState>, StoreError> {
+    let Some(text) = store.meta(RUNTIME_KEY)? else {
+        return Ok(None);
+    };
+    if config_changed {
+        store.set_meta(RUNTIME_KEY, "")?;
+        return Ok(None);
+    }
+    Ok(serde_json::from_str(&text).ok())
 }
 
 fn rules_error(e: ControlError) -> ServiceError {

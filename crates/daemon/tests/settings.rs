@@ -194,3 +194,67 @@ fn rules_are_added_checked_listed_and_removed() {
     assert_eq!(get(addr, "/api/v1/rules").json()["vm_host"], json!([]));
     assert_eq!(get(addr, "/api/v1/rules").json()["overcommit"]["cpu"], 2.0);
 }
+
+#[test]
+fn settings_and_rules_set_through_the_api_survive_a_restart_unless_the_config_changed() {
+    use keel_daemon::settings::{NamedRule, RuleKind, SettingsChange};
+    use keel_daemon::{Automation, DaemonConfig, FakeClock};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let config = DaemonConfig {
+        automation: Automation::Manual,
+        ..DaemonConfig::default()
+    };
+    let clock = Arc::new(FakeClock::at(1_700_000_000_000));
+    let open = |config: &DaemonConfig| {
+        let service = config.open_service(clock.clone(), dir.path()).unwrap();
+        service.warm_up().unwrap();
+        service
+    };
+    let service = open(&config);
+    let vms: Vec<String> = service
+        .cluster()
+        .unwrap()
+        .vms
+        .iter()
+        .take(2)
+        .map(|v| v.name.clone())
+        .collect();
+    service
+        .change_settings(SettingsChange {
+            automation: Some(Automation::Full),
+            level: Some(2),
+        })
+        .unwrap();
+    let rule = keel_model::VmGroupRule {
+        name: "apart".into(),
+        vms: vms.clone(),
+    };
+    service
+        .add_rule(RuleKind::AntiAffinity, NamedRule::Group(rule))
+        .unwrap();
+    service.enter_maintenance("host-09", "test").unwrap();
+    drop(service);
+
+    // Same config: the run-time state is resumed.
+    let service = open(&config);
+    let settings = service.settings();
+    assert_eq!((settings.automation, settings.level), (Automation::Full, 2));
+    let rules = service.rules();
+    assert_eq!(rules.anti_affinity[0].vms, vms);
+    assert_eq!(rules.maintenance, vec!["host-09".to_string()]);
+    drop(service);
+
+    // An edited config wins: the operator meant it.
+    let edited = DaemonConfig {
+        interval_seconds: 5.0,
+        ..config.clone()
+    };
+    let service = open(&edited);
+    assert_eq!(service.settings().automation, Automation::Manual);
+    assert!(service.rules().anti_affinity.is_empty());
+    drop(service);
+    // ...and stays in force at the next start.
+    let service = open(&edited);
+    assert_eq!(service.settings().level, 3);
+}
