@@ -208,6 +208,8 @@ impl Store {
             ))),
             _ => err(e.into()),
         };
+        create_private(path)
+            .map_err(|e| err(StoreErrorKind::Unusable(format!("creating the file: {e}"))))?;
         let mut conn = Connection::open(path).map_err(sql)?;
         setup(&conn).map_err(sql)?;
         let mode: String = conn
@@ -326,6 +328,21 @@ impl Store {
             )
             .map(|_| ())
             .map_err(|e| self.error(e))
+    }
+}
+
+/// Creates an empty database file readable by its owner only, if there is
+/// none (SQLite gives its -wal and -shm files the same mode): the history
+/// names every VM and host and who did what.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -104,6 +104,12 @@ fn rounds_are_read_back_and_survive_a_reopen() {
         ),
         ("alice", "plan.apply", T0)
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join(DB_FILE)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
     let mode: String = store
         .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
         .unwrap();
