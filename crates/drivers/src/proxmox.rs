@@ -40,7 +40,7 @@ mod driver {
     use super::config::ProxmoxConfig;
     use super::migrate::Migration;
     use super::observe::{self, CpuIntegrator, Guest, NodeDetails, NodeStatus, Resource};
-    use super::rules::{cluster_rules, HaRule, Pins};
+    use super::rules::{cluster_rules, without_conflicts, HaRule, Pins};
     use crate::{
         Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation,
     };
@@ -212,13 +212,15 @@ mod driver {
                 failed: self.failed.keys().copied().collect(),
             };
             let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
-            self.rules = cluster_rules(&snapshot.guests, &names, &self.ha_rules, &pins);
+            let rules = cluster_rules(&snapshot.guests, &names, &self.ha_rules, &pins);
             self.guests = snapshot.guests.into_iter().map(|g| (g.vmid, g)).collect();
-            Ok(Observation {
+            let observation = Observation {
                 time_seconds,
                 hosts,
                 vms: snapshot.vms,
-            })
+            };
+            self.rules = without_conflicts(rules, &observation);
+            Ok(observation)
         }
 
         fn migrate(

@@ -18,7 +18,7 @@
 
 use super::observe::{Guest, GuestKind};
 use keel_model::rules::{VmGroupRule, VmHostRule};
-use keel_model::{Rules, VmHostKind};
+use keel_model::{Cluster, ClusterSnapshot, RuleError, Rules, VmHostKind, VmInfo};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -179,6 +179,64 @@ pub(crate) fn cluster_rules(
     rules
 }
 
+/// `rules` with what makes them impossible on `observation` taken out: a
+/// guest whose tags or HA rules leave it no host (`keel-pin-a` with
+/// `keel-avoid-a`, affinity with anti-affinity...) loses those rules, with
+/// a warning, instead of stopping every round. Pins stay.
+pub(crate) fn without_conflicts(mut rules: Rules, observation: &crate::Observation) -> Rules {
+    let vms = observation
+        .vms
+        .iter()
+        .filter(|v| v.running)
+        .map(|v| VmInfo {
+            name: v.name.clone(),
+            host: v.host.clone(),
+            size: v.size,
+            demand: v.size,
+            reservation: keel_model::Resources::ZERO,
+            limit: None,
+            shares: keel_model::DEFAULT_SHARES,
+            memory_dirty_bytes_per_second: 0.0,
+            local_disk_bytes: 0.0,
+            last_migrated_seconds: None,
+        })
+        .collect();
+    let Ok(cluster) = Cluster::new(ClusterSnapshot {
+        time_seconds: observation.time_seconds,
+        hosts: observation.hosts.clone(),
+        vms,
+    }) else {
+        return rules;
+    };
+    // Each pass drops one guest's rules: bounded by the number of guests.
+    for _ in 0..=observation.vms.len() {
+        match rules.compile(&cluster) {
+            Ok(_) => return rules,
+            Err(RuleError::Conflict { vm, reason }) => {
+                tracing::warn!(guest = %vm, %reason, "conflicting cluster rules: the guest's tag and HA rules are ignored");
+                let keep = |list: &mut Vec<String>| list.retain(|v| *v != vm);
+                rules.vm_host.iter_mut().for_each(|r| keep(&mut r.vms));
+                rules.affinity.iter_mut().for_each(|r| keep(&mut r.vms));
+                rules
+                    .anti_affinity
+                    .iter_mut()
+                    .for_each(|r| keep(&mut r.vms));
+                rules.vm_host.retain(|r| !r.vms.is_empty());
+                rules.affinity.retain(|r| r.vms.len() > 1);
+                rules.anti_affinity.retain(|r| r.vms.len() > 1);
+            }
+            Err(other) => {
+                tracing::warn!(error = %other, "cluster rules do not fit the cluster: only pins kept");
+                return Rules {
+                    pin: rules.pin,
+                    ..Rules::default()
+                };
+            }
+        }
+    }
+    rules
+}
+
 fn push_group(rules: &mut Rules, together: bool, name: String, vms: Vec<String>) {
     if vms.len() < 2 {
         return;
@@ -310,6 +368,50 @@ mod tests {
             .map(|s| s.as_str())
             .collect();
         assert_eq!(pinned, ["104", "103"]);
+    }
+
+    #[test]
+    fn conflicting_tags_are_dropped_not_fatal() {
+        use crate::{Observation, UsageCounters, VmObservation};
+        use keel_model::{HostInfo, Resources};
+        let nodes = vec!["a".to_string(), "b".to_string()];
+        let q = GuestKind::Qemu;
+        let guests = vec![
+            guest(
+                100,
+                q,
+                "a",
+                &["keel-pin-b", "keel-avoid-b", "keel-anti-affinity-x"],
+            ),
+            guest(101, q, "a", &["keel-anti-affinity-x", "keel-prefer-b"]),
+            guest(102, q, "b", &["keel-anti-affinity-x"]),
+        ];
+        let rules = cluster_rules(&guests, &nodes, &[], &Pins::default());
+        let vm = |name: &str, host: &str| VmObservation {
+            name: name.into(),
+            host: host.into(),
+            size: Resources::new(1.0, 1e9, 0.0, 0.0),
+            running: true,
+            counters: UsageCounters::default(),
+            memory_used_bytes: None,
+        };
+        let host = |name: &str| HostInfo {
+            name: name.into(),
+            capacity: Resources::new(8.0, 8e9, 0.0, 0.0),
+            maintenance: false,
+        };
+        let observation = Observation {
+            time_seconds: 0.0,
+            hosts: vec![host("a"), host("b")],
+            vms: vec![vm("100", "a"), vm("101", "a"), vm("102", "b")],
+        };
+        let kept = without_conflicts(rules, &observation);
+        assert!(kept
+            .vm_host
+            .iter()
+            .all(|r| !r.vms.contains(&"100".to_string())));
+        assert_eq!(kept.anti_affinity[0].vms, ["101", "102"]);
+        assert_eq!(kept.vm_host.len(), 1, "101's preference stays");
     }
 
     #[test]
