@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/rules"),
     ("post", "/api/v1/rules/{kind}"),
     ("delete", "/api/v1/rules/{kind}/{name}"),
+    ("post", "/api/v1/placements"),
     ("get", "/api/v1/vms/{name}/samples"),
     ("get", "/api/v1/hosts/{name}/samples"),
     ("get", "/api/v1/imbalance"),
@@ -104,6 +105,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidSetting { .. } => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_setting", message)
             }
+            ServiceError::Placement(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_placement",
+                message,
+            ),
+            ServiceError::NoHost(_) => Self::new(StatusCode::CONFLICT, "no_host", message),
             ServiceError::InvalidRules(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules", message)
             }
@@ -135,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(enter_maintenance).delete(leave_maintenance),
         )
         .merge(crate::api_settings::routes())
+        .merge(crate::placement_api::routes())
         .merge(crate::api_alloc::routes())
         .route(
             "/api/v1/vms/{name}/samples",

@@ -192,10 +192,24 @@ impl<D: Driver> ControlLoop<D> {
             return Ok(());
         };
         let cluster = self.cluster_from(&observation)?;
-        rules
+        with_cluster_rules(rules, self.driver.cluster_rules())
             .compile(&cluster)
             .map(|_| ())
             .map_err(|e| ControlError::Rules(e.to_string()))
+    }
+
+    /// The cluster as last observed (estimated demand, no new observation)
+    /// and the rules in force, the cluster's own included: what initial
+    /// placement decides on. `None` before the first observation.
+    pub fn placement_input(
+        &mut self,
+    ) -> Result<Option<(keel_model::ClusterSnapshot, Rules)>, ControlError> {
+        let Some(observation) = self.previous.clone() else {
+            return Ok(None);
+        };
+        let cluster = self.cluster_from(&observation)?;
+        let rules = with_cluster_rules(&self.rules, self.driver.cluster_rules());
+        Ok(Some((cluster.to_snapshot(), rules)))
     }
 
     /// The usage measured since the previous observation, once: empty when

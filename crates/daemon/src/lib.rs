@@ -26,6 +26,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod history_api;
 pub mod libvirt_hosts;
+pub mod placement_api;
 pub mod plans;
 pub mod recovery;
 pub mod server;

@@ -23,9 +23,8 @@ pub enum Automation {
     /// Every plan is a recommendation an operator applies or rejects.
     #[default]
     Manual,
-    /// Initial placement automatic, balancing recommended. There is no
-    /// placement path yet (VMs are created outside Keel), so today this
-    /// behaves as `manual` for plans.
+    /// Initial placement automatic (`POST /api/v1/placements` answers
+    /// `place`), balancing recommended (plans wait for an operator).
     Partial,
     /// Plans are executed as soon as they are made.
     Full,
@@ -76,6 +75,12 @@ pub enum ServiceError {
     /// No host has this name.
     #[error("unknown host {0:?}")]
     UnknownHost(String),
+    /// A placement request cannot be answered (bad request, not observed yet).
+    #[error("placement: {0}")]
+    Placement(String),
+    /// No host can take the VM; each host's refusal is in the message.
+    #[error("{0}")]
+    NoHost(String),
     /// A run-time setting is out of range.
     #[error("setting {setting} = {value}: expected {expected}")]
     InvalidSetting {
