@@ -173,6 +173,12 @@ impl<D: Driver> ControlLoop<D> {
         &self.rules
     }
 
+    /// The rules a round plans with: the operator's plus those the
+    /// driver read from the cluster at its last observation.
+    pub fn effective_rules(&self) -> Rules {
+        with_cluster_rules(&self.rules, self.driver.cluster_rules())
+    }
+
     /// The rules, to change (maintenance, affinity...); the next round uses them.
     pub fn rules_mut(&mut self) -> &mut Rules {
         &mut self.rules

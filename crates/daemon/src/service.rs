@@ -296,7 +296,7 @@ impl Service {
                     new_plan: false,
                 });
             }
-            let plan = new_plan(&proposal, Trigger::Balance, control.rules());
+            let plan = new_plan(&proposal, Trigger::Balance, &control.effective_rules());
             let superseded = status.plans.recommended().map(|p| p.id);
             let id = status
                 .plans
@@ -310,7 +310,7 @@ impl Service {
                 new_plan: true,
             });
         }
-        let plan = new_plan(&proposal, Trigger::Balance, control.rules());
+        let plan = new_plan(&proposal, Trigger::Balance, &control.effective_rules());
         let id = status
             .plans
             .add(plan, PlanState::Applying, now, "full automation");
@@ -455,7 +455,7 @@ impl Service {
         let id = if proposal.moves.is_empty() {
             None
         } else {
-            let plan = new_plan(&proposal, Trigger::Maintenance, control.rules());
+            let plan = new_plan(&proposal, Trigger::Maintenance, &control.effective_rules());
             let note = format!("{host} entered maintenance");
             Some(
                 status

@@ -544,6 +544,19 @@ allow_container_restart = true
     });
     let plan = done.expect("a plan was executed within 30 s");
     assert!(!plan.moves.is_empty());
+    // The plan lists the rules the cluster gave (tags, locks) too.
+    assert!(
+        plan.rules.iter().any(|r| r == "pin: tag: keel-ignore"),
+        "{:?}",
+        plan.rules
+    );
+    assert!(
+        plan.rules
+            .iter()
+            .any(|r| r == "pin: proxmox: locked guests"),
+        "{:?}",
+        plan.rules
+    );
     for m in &plan.moves {
         assert_eq!(
             fake.with(|c| c.node_of(m.vm.parse().unwrap())),
