@@ -590,3 +590,42 @@ fn a_bad_proxmox_section_is_refused_by_name() {
     .to_string();
     assert!(typo.contains("unknown field `secret`"), "{typo}");
 }
+
+#[test]
+fn running_migrations_hold_keel_back_and_slow_tasks_time_out() {
+    let Some(fake) = FakeProxmox::start(hot_cluster()) else {
+        return;
+    };
+    fake.with(|c| {
+        c.task_duration = Duration::from_millis(600);
+        c.start_foreign_migration(102, "d");
+    });
+    let mut d = driver(&fake, false);
+    d.observe().unwrap();
+    // One migration per node: 101 waits for the foreign one on c.
+    d.migrate(&request("101", "c", "b"))
+        .expect("after the other one");
+    let requests = fake.requests();
+    let post = requests
+        .iter()
+        .position(|r| r == "POST /nodes/c/qemu/101/migrate")
+        .unwrap();
+    let polls = requests[..post]
+        .iter()
+        .filter(|r| *r == "GET /cluster/tasks")
+        .count();
+    assert!(polls >= 2, "waited for a slot: {requests:?}");
+    assert_eq!(fake.with(|c| c.node_of(102)).as_deref(), Some("d"));
+    // A task slower than the timeout is reported, not waited for forever.
+    let mut config = fake.config();
+    config.task_timeout_seconds = 0.2;
+    fake.with(|c| c.task_duration = Duration::from_secs(3600));
+    let mut d = ProxmoxDriver::connect(config).unwrap();
+    d.observe().unwrap();
+    let err = d
+        .migrate(&request("101", "b", "a"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("still running after 0.2 s"), "{err}");
+    assert_clean(&fake);
+}

@@ -247,6 +247,12 @@ impl FakeCluster {
         upid
     }
 
+    /// A migration someone else started (counts against Keel's limits).
+    pub fn start_foreign_migration(&mut self, vmid: u64, target: &str) {
+        let node = self.node_of(vmid).expect("a guest of the fake");
+        self.start_task(&node, "qmigrate", vmid, target);
+    }
+
     /// The answer of one method (`Err((status, message))` as Proxmox VE).
     pub(super) fn route(
         &mut self,
