@@ -26,6 +26,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod history_api;
 pub mod libvirt_hosts;
+mod maintenance;
 pub mod placement_api;
 pub mod plans;
 pub mod recovery;

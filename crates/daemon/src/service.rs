@@ -138,17 +138,17 @@ pub struct StepReport {
     pub new_plan: bool,
 }
 
-struct Status {
-    plans: PlanBook,
-    view: Option<ClusterView>,
-    counters: Counters,
+pub(crate) struct Status {
+    pub(crate) plans: PlanBook,
+    pub(crate) view: Option<ClusterView>,
+    pub(crate) counters: Counters,
 }
 
 /// The daemon's state, shared by the loop and the API.
 pub struct Service {
     control: Mutex<ControlLoop<DynDriver>>,
     status: RwLock<Status>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Automation level and planner settings, changeable at run time
     /// (`crate::settings`). Lock order: after the control loop.
     pub(crate) tuning: RwLock<Tuning>,
@@ -210,11 +210,11 @@ impl Service {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn status(&self) -> RwLockReadGuard<'_, Status> {
+    pub(crate) fn status(&self) -> RwLockReadGuard<'_, Status> {
         self.status.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn status_mut(&self) -> RwLockWriteGuard<'_, Status> {
+    pub(crate) fn status_mut(&self) -> RwLockWriteGuard<'_, Status> {
         self.status.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -430,59 +430,6 @@ impl Service {
         Ok(record)
     }
 
-    /// Puts `host` into maintenance and plans its evacuation at level 1
-    /// (mandatory moves only). The plan is recorded as applying whatever
-    /// the automation level (the operator asked for it): run
-    /// [`Service::run_plan`] with the returned id to execute it. `None`
-    /// when nothing has to move.
-    pub fn enter_maintenance(&self, host: &str, who: &str) -> Result<Option<u64>, ServiceError> {
-        let mut control = self.control();
-        self.check_host(&mut control, host)?;
-        if !control.rules().maintenance.iter().any(|h| h == host) {
-            control.rules_mut().maintenance.push(host.to_string());
-            self.remember(&control);
-        }
-        let mut evacuate = KeelBalancer {
-            config: PlannerConfig {
-                level: 1,
-                ..self.tuning().planner
-            },
-        };
-        let proposal = self.observed(control.propose_with(&mut evacuate))?;
-        let view = self.view_of(&proposal, control.rules());
-        let mut status = self.status_mut();
-        status.view = Some(view);
-        let id = if proposal.moves.is_empty() {
-            None
-        } else {
-            let plan = new_plan(&proposal, Trigger::Maintenance, &control.effective_rules());
-            let note = format!("{host} entered maintenance");
-            Some(
-                status
-                    .plans
-                    .add(plan, PlanState::Applying, self.clock.now_unix_ms(), &note),
-            )
-        };
-        drop(status);
-        id.into_iter().for_each(|id| self.persist(id));
-        let detail = match id {
-            Some(id) => format!("evacuation plan {id} ({} moves)", proposal.moves.len()),
-            None => "nothing to evacuate".to_string(),
-        };
-        self.audit(who, "maintenance.enter", host, &detail);
-        Ok(id)
-    }
-
-    /// Takes `host` out of maintenance; the next rounds may use it again.
-    pub fn leave_maintenance(&self, host: &str, who: &str) -> Result<(), ServiceError> {
-        let mut control = self.control();
-        self.check_host(&mut control, host)?;
-        control.rules_mut().maintenance.retain(|h| h != host);
-        self.remember(&control);
-        self.audit(who, "maintenance.leave", host, "");
-        self.refresh_view(&mut control)
-    }
-
     /// Appends to the audit log; a failure is logged, not returned (the
     /// action itself happened).
     pub fn audit(&self, who: &str, action: &str, target: &str, detail: &str) {
@@ -495,32 +442,6 @@ impl Service {
     /// The history database.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    fn check_host(
-        &self,
-        control: &mut ControlLoop<DynDriver>,
-        host: &str,
-    ) -> Result<(), ServiceError> {
-        let known = self
-            .status()
-            .view
-            .as_ref()
-            .is_some_and(|v| v.hosts.iter().any(|h| h.name == host));
-        if known {
-            return Ok(());
-        }
-        let observation = self.observed(
-            control
-                .driver_mut()
-                .observe()
-                .map_err(ControlError::Observe),
-        )?;
-        if observation.hosts.iter().any(|h| h.name == host) {
-            Ok(())
-        } else {
-            Err(ServiceError::UnknownHost(host.to_string()))
-        }
     }
 
     /// The latest cluster view (`None` before the first observation).
@@ -556,7 +477,7 @@ impl Service {
 }
 
 impl Service {
-    fn view_of(&self, proposal: &Proposal, rules: &Rules) -> ClusterView {
+    pub(crate) fn view_of(&self, proposal: &Proposal, rules: &Rules) -> ClusterView {
         ClusterView::new(
             proposal,
             rules,
@@ -583,7 +504,7 @@ fn same_moves(a: &[NamedMove], b: &[NamedMove]) -> bool {
             .all(|(x, y)| x.vm == y.vm && x.from == y.from && x.to == y.to)
 }
 
-fn new_plan(proposal: &Proposal, trigger: Trigger, rules: &Rules) -> NewPlan {
+pub(crate) fn new_plan(proposal: &Proposal, trigger: Trigger, rules: &Rules) -> NewPlan {
     let mut applied: Vec<String> = rules
         .maintenance
         .iter()

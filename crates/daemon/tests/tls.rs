@@ -27,7 +27,7 @@ fn self_signed(dir: &Path, stem: &str) -> Pem {
     let cert = dir.join(format!("{stem}.crt"));
     let key = dir.join(format!("{stem}.key"));
     std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
     Pem {
         cert_der: made.cert.der().clone(),
         config: TlsConfig { cert, key },
