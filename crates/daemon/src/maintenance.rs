@@ -88,5 +88,4 @@ impl Service {
             Err(ServiceError::UnknownHost(host.to_string()))
         }
     }
-
 }
