@@ -11,7 +11,7 @@ use crate::plans::PlanError;
 use crate::service::{Service, ServiceError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -219,10 +219,15 @@ async fn cluster(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     }
 }
 
-async fn plans(State(state): State<Arc<AppState>>) -> Response {
-    let plans = state.service.plans();
-    Json(serde_json::json!({ "automation": state.service.automation(), "plans": plans }))
-        .into_response()
+/// `GET /api/v1/plans[?limit=N]`: the newest `limit` plans kept (default
+/// 1000), oldest first.
+async fn plans(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let q = crate::history_api::parse_query(raw.as_deref(), state.service.now_unix_ms(), false)?;
+    let mut plans = state.service.plans();
+    let skip = plans.len().saturating_sub(q.limit);
+    plans.drain(..skip);
+    let body = serde_json::json!({ "automation": state.service.automation(), "plans": plans });
+    Ok(Json(body).into_response())
 }
 
 fn plan_id(raw: &str) -> ApiResult<u64> {

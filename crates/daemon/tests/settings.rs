@@ -258,3 +258,23 @@ fn settings_and_rules_set_through_the_api_survive_a_restart_unless_the_config_ch
     let service = open(&edited);
     assert_eq!(service.settings().level, 3);
 }
+
+#[test]
+fn the_plan_list_takes_a_limit() {
+    let (daemon, clock) = manual_daemon();
+    let addr = daemon.addr();
+    let first = plan_within(&daemon, &clock, 5).expect("a first plan");
+    daemon.service.reject(first, "test").unwrap();
+    let second = plan_within(&daemon, &clock, 5).expect("a second plan");
+    assert!(second > first);
+    let all = get(addr, "/api/v1/plans").json();
+    assert!(all["plans"].as_array().unwrap().len() >= 2);
+    let newest = get(addr, "/api/v1/plans?limit=1").json();
+    let list = newest["plans"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"].as_u64(), Some(second));
+    for bad in ["limit=0", "limit=x", "lim=1"] {
+        let reply = get(addr, &format!("/api/v1/plans?{bad}"));
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+}

@@ -130,7 +130,7 @@ async function poll() {
         if (e.code === "not_ready") return null;
         throw e;
       }),
-      api("GET", "/api/v1/plans"),
+      api("GET", "/api/v1/plans?limit=50"),
     ]);
     state.plansDoc = plansDoc;
     if (cluster) {
