@@ -355,35 +355,48 @@ impl<D: Driver> ControlLoop<D> {
         })
     }
 
-    /// Executes `moves` in order through the driver. A failed move is
-    /// recorded and the rest go on (each names its own source, so a move
-    /// whose VM is no longer there fails on its own).
+    /// Executes `moves` wave by wave through the driver (the moves of a
+    /// wave at once where the driver can; the next wave after the last
+    /// ends). A failed move is recorded and the rest go on (each names its
+    /// own source, so a move whose VM is no longer there fails on its own).
     pub fn execute(&mut self, moves: &[NamedMove]) -> Vec<MoveOutcome> {
-        let mut outcomes = Vec::with_capacity(moves.len());
-        for m in moves {
-            let request = MigrationRequest {
+        waves(moves)
+            .flat_map(|wave| self.execute_wave(wave))
+            .collect()
+    }
+
+    /// Executes the moves of one wave through the driver (at once where
+    /// the driver can) and follows each to its end.
+    pub fn execute_wave(&mut self, wave: &[NamedMove]) -> Vec<MoveOutcome> {
+        let requests: Vec<MigrationRequest<'_>> = wave
+            .iter()
+            .map(|m| MigrationRequest {
                 vm: &m.vm,
                 from: &m.from,
                 to: &m.to,
                 max_bandwidth_bytes_per_second: self.migration_bandwidth,
                 timeout: self.migration_timeout,
-            };
-            let outcome = self.driver.migrate(&request);
-            if outcome.is_ok() {
-                let now = self.previous.as_ref().map_or(0.0, |o| o.time_seconds);
-                self.last_migrated.insert(m.vm.clone(), now);
-            }
-            outcomes.push(MoveOutcome {
-                vm: m.vm.clone(),
-                from: m.from.clone(),
-                to: m.to.clone(),
-                wave: m.wave,
-                seconds: outcome.as_ref().ok().map(|o| o.seconds),
-                downtime_ms: outcome.as_ref().ok().and_then(|o| o.downtime_ms),
-                error: outcome.err().map(|e| e.to_string()),
-            });
-        }
-        outcomes
+            })
+            .collect();
+        let results = self.driver.migrate_wave(&requests);
+        let now = self.previous.as_ref().map_or(0.0, |o| o.time_seconds);
+        wave.iter()
+            .zip(results)
+            .map(|(m, outcome)| {
+                if outcome.is_ok() {
+                    self.last_migrated.insert(m.vm.clone(), now);
+                }
+                MoveOutcome {
+                    vm: m.vm.clone(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    wave: m.wave,
+                    seconds: outcome.as_ref().ok().map(|o| o.seconds),
+                    downtime_ms: outcome.as_ref().ok().and_then(|o| o.downtime_ms),
+                    error: outcome.err().map(|e| e.to_string()),
+                }
+            })
+            .collect()
     }
 
     /// The observation as a cluster, with estimated demand (memory and size
@@ -421,6 +434,12 @@ impl<D: Driver> ControlLoop<D> {
         })
         .map_err(|e| ControlError::Cluster(e.to_string()))
     }
+}
+
+/// The moves split into their waves: runs of consecutive moves with the
+/// same wave number (plans list moves wave by wave).
+pub fn waves(moves: &[NamedMove]) -> impl Iterator<Item = &[NamedMove]> {
+    moves.chunk_by(|a, b| a.wave == b.wave)
 }
 
 /// The operator's rules plus those the cluster holds (the driver's):

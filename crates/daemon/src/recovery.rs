@@ -157,26 +157,60 @@ impl Service {
     ) -> Vec<MoveOutcome> {
         let store = self.store();
         let mut outcomes = Vec::with_capacity(moves.len());
-        for (seq, m) in moves.iter().enumerate() {
-            if let Err(e) = store.begin_action(id, seq, m, self.now_unix_ms()) {
-                outcomes.push(MoveOutcome {
-                    vm: m.vm.clone(),
-                    from: m.from.clone(),
-                    to: m.to.clone(),
-                    wave: m.wave,
-                    seconds: None,
-                    downtime_ms: None,
-                    error: Some(format!("not executed: recording its start failed: {e}")),
-                });
-                continue;
+        let mut seq = 0;
+        // A driver that runs a wave's migrations at once gets the wave
+        // whole; otherwise each move is its own batch, so a move is
+        // recorded as started only just before it really starts.
+        let concurrent = control.driver_mut().runs_waves_concurrently();
+        let batches: Vec<&[NamedMove]> = if concurrent {
+            crate::control::waves(moves).collect()
+        } else {
+            moves.chunks(1).collect()
+        };
+        for wave in batches {
+            // Every move of the batch is recorded as started before the
+            // driver is asked for any; one whose start cannot be recorded
+            // is not executed.
+            let first_seq = seq;
+            let mut slots: Vec<Option<MoveOutcome>> = Vec::with_capacity(wave.len());
+            let mut to_run = Vec::with_capacity(wave.len());
+            for m in wave {
+                match store.begin_action(id, seq, m, self.now_unix_ms()) {
+                    Ok(()) => {
+                        slots.push(None);
+                        to_run.push(m.clone());
+                    }
+                    Err(e) => slots.push(Some(MoveOutcome {
+                        vm: m.vm.clone(),
+                        from: m.from.clone(),
+                        to: m.to.clone(),
+                        wave: m.wave,
+                        seconds: None,
+                        downtime_ms: None,
+                        error: Some(format!("not executed: recording its start failed: {e}")),
+                    })),
+                }
+                seq += 1;
             }
-            let Some(outcome) = control.execute(std::slice::from_ref(m)).pop() else {
-                continue;
-            };
-            if let Err(e) = store.finish_action(id, seq, self.now_unix_ms(), &outcome) {
-                tracing::warn!(plan = id, vm = %m.vm, error = %e, "recording a migration's outcome failed");
+            let mut results = control.execute_wave(&to_run).into_iter();
+            for (offset, slot) in slots.into_iter().enumerate() {
+                let outcome = match slot {
+                    Some(not_run) => not_run,
+                    None => match results.next() {
+                        Some(outcome) => {
+                            let at = first_seq + offset;
+                            if let Err(e) =
+                                store.finish_action(id, at, self.now_unix_ms(), &outcome)
+                            {
+                                tracing::warn!(plan = id, vm = %outcome.vm, error = %e, "recording a migration's outcome failed");
+                            }
+                            outcome
+                        }
+                        None => continue,
+                    },
+                };
+                outcomes.push(outcome);
             }
-            outcomes.push(outcome);
         }
         outcomes
     }

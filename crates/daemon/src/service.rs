@@ -9,7 +9,7 @@ use crate::plans::{NewPlan, PlanBook, PlanError, PlanRecord, PlanState, Trigger,
 use crate::store::Store;
 use crate::view::{ClusterView, Counters};
 use keel_drivers::{
-    Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation,
+    Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation, Tunables,
 };
 use keel_model::Rules;
 use keel_policy::balance::{KeelBalancer, PlannerConfig};
@@ -56,6 +56,18 @@ impl Driver for DynDriver {
     }
     fn migrate(&mut self, request: &MigrationRequest<'_>) -> Result<MigrationOutcome, DriverError> {
         self.0.migrate(request)
+    }
+    fn runs_waves_concurrently(&self) -> bool {
+        self.0.runs_waves_concurrently()
+    }
+    fn migrate_wave(
+        &mut self,
+        requests: &[MigrationRequest<'_>],
+    ) -> Vec<Result<MigrationOutcome, DriverError>> {
+        self.0.migrate_wave(requests)
+    }
+    fn apply_tunables(&mut self, vm: &str, tunables: &Tunables) -> Result<(), DriverError> {
+        self.0.apply_tunables(vm, tunables)
     }
     fn cluster_rules(&self) -> Rules {
         self.0.cluster_rules()

@@ -225,6 +225,23 @@ pub trait Driver: Send {
         Rules::default()
     }
 
+    /// Whether [`Driver::migrate_wave`] runs a wave's migrations at once
+    /// (callers then record them all as started before calling it).
+    fn runs_waves_concurrently(&self) -> bool {
+        false
+    }
+
+    /// Migrates the moves of one wave, which the planner made independent
+    /// (no VM twice, within the per-host and cluster concurrency limits):
+    /// a driver that can run them at once does; the default runs them one
+    /// after another. One result per request, in order.
+    fn migrate_wave(
+        &mut self,
+        requests: &[MigrationRequest<'_>],
+    ) -> Vec<Result<MigrationOutcome, DriverError>> {
+        requests.iter().map(|r| self.migrate(r)).collect()
+    }
+
     /// Applies resource controls to one VM.
     fn apply_tunables(&mut self, vm: &str, tunables: &Tunables) -> Result<(), DriverError> {
         let _ = (vm, tunables);

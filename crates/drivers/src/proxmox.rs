@@ -38,7 +38,7 @@ pub use driver::ProxmoxDriver;
 mod driver {
     use super::client::Api;
     use super::config::ProxmoxConfig;
-    use super::migrate::Migration;
+    use super::migrate::{outcome_since, Migration, Poll, Started};
     use super::observe::{self, CpuIntegrator, Guest, NodeDetails, NodeStatus, Resource};
     use super::rules::{cluster_rules, without_conflicts, HaRule, Pins};
     use crate::{
@@ -180,6 +180,93 @@ mod driver {
         })
     }
 
+    impl ProxmoxDriver {
+        /// The checks of one request before anything starts.
+        fn admit(&self, request: &MigrationRequest<'_>) -> Result<&Guest, DriverError> {
+            let unknown = || DriverError::Unknown {
+                kind: "VM",
+                name: request.vm.to_string(),
+            };
+            let vmid: u64 = request.vm.parse().map_err(|_| unknown())?;
+            let guest = self.guests.get(&vmid).ok_or_else(unknown)?;
+            if guest.node != request.from {
+                return Err(DriverError::Hypervisor {
+                    context: format!("migrating {vmid} from {} to {}", request.from, request.to),
+                    message: format!("the guest is on {} now; move dropped", guest.node),
+                });
+            }
+            if !self.may_act() {
+                return Err(DriverError::Unsupported(
+                    "migrating while the cluster's CRS auto-rebalance is on \
+                     (set proxmox.act_despite_crs_auto_rebalance = true to confirm)",
+                ));
+            }
+            Ok(guest)
+        }
+
+        /// Starts and follows a wave; touches no state (the caller records
+        /// the outcomes).
+        fn run_wave(
+            &self,
+            requests: &[MigrationRequest<'_>],
+        ) -> Vec<Result<MigrationOutcome, DriverError>> {
+            let mut results: Vec<Option<Result<MigrationOutcome, DriverError>>> =
+                requests.iter().map(|_| None).collect();
+            // (request index, migration, task, start, deadline)
+            let mut running = Vec::new();
+            let mut own_tasks: Vec<(String, String)> = Vec::new();
+            for (i, request) in requests.iter().enumerate() {
+                let guest = match self.admit(request) {
+                    Ok(guest) => guest,
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        continue;
+                    }
+                };
+                let migration = Migration {
+                    api: &self.api,
+                    config: &self.config,
+                    guest,
+                    to: request.to,
+                    bandwidth_bytes_per_second: request.max_bandwidth_bytes_per_second,
+                };
+                let started = Instant::now();
+                let deadline = migration.deadline();
+                match migration.start(deadline, &own_tasks) {
+                    Ok(Started::Task(upid)) => {
+                        own_tasks.push((upid.clone(), request.to.to_string()));
+                        running.push((i, migration, upid, started, deadline));
+                    }
+                    Ok(Started::Finished) => results[i] = Some(Ok(outcome_since(started))),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            let mut pause = Poll::new();
+            while !running.is_empty() {
+                running.retain(|(i, migration, upid, started, deadline)| {
+                    match migration.poll(upid, *deadline) {
+                        None => true,
+                        Some(result) => {
+                            results[*i] = Some(result.map(|()| outcome_since(*started)));
+                            false
+                        }
+                    }
+                });
+                if !running.is_empty() {
+                    pause.wait();
+                }
+            }
+            results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or(Err(DriverError::Unsupported(
+                        "a migration without a result",
+                    )))
+                })
+                .collect()
+        }
+    }
+
     impl Driver for ProxmoxDriver {
         fn name(&self) -> &'static str {
             "proxmox"
@@ -227,44 +314,41 @@ mod driver {
             &mut self,
             request: &MigrationRequest<'_>,
         ) -> Result<MigrationOutcome, DriverError> {
-            let unknown = || DriverError::Unknown {
-                kind: "VM",
-                name: request.vm.to_string(),
-            };
-            let vmid: u64 = request.vm.parse().map_err(|_| unknown())?;
-            let guest = self.guests.get(&vmid).ok_or_else(unknown)?;
-            if guest.node != request.from {
-                return Err(DriverError::Hypervisor {
-                    context: format!("migrating {vmid} from {} to {}", request.from, request.to),
-                    message: format!("the guest is on {} now; move dropped", guest.node),
-                });
-            }
-            if !self.may_act() {
-                return Err(DriverError::Unsupported(
-                    "migrating while the cluster's CRS auto-rebalance is on \
-                     (set proxmox.act_despite_crs_auto_rebalance = true to confirm)",
-                ));
-            }
-            let migration = Migration {
-                api: &self.api,
-                config: &self.config,
-                guest,
-                to: request.to,
-                bandwidth_bytes_per_second: request.max_bandwidth_bytes_per_second,
-            };
-            let result = migration.run();
-            match &result {
-                Ok(_) => {
-                    if let Some(g) = self.guests.get_mut(&vmid) {
-                        g.node = request.to.to_string();
+            let mut results = self.migrate_wave(std::slice::from_ref(request));
+            results.pop().unwrap_or(Err(DriverError::Unsupported(
+                "a migration without a result",
+            )))
+        }
+
+        fn runs_waves_concurrently(&self) -> bool {
+            true
+        }
+
+        /// Starts the wave's migrations one after another (each after its
+        /// checks and once the concurrency limits leave room), then follows
+        /// every task together until each has ended.
+        fn migrate_wave(
+            &mut self,
+            requests: &[MigrationRequest<'_>],
+        ) -> Vec<Result<MigrationOutcome, DriverError>> {
+            let results = self.run_wave(requests);
+            for (request, result) in requests.iter().zip(&results) {
+                let Ok(vmid) = request.vm.parse::<u64>() else {
+                    continue;
+                };
+                match result {
+                    Ok(_) => {
+                        if let Some(g) = self.guests.get_mut(&vmid) {
+                            g.node = request.to.to_string();
+                        }
                     }
+                    Err(DriverError::MigrationFailed { .. } | DriverError::VmLost { .. }) => {
+                        self.failed.insert(vmid, Instant::now());
+                    }
+                    Err(_) => {}
                 }
-                Err(DriverError::MigrationFailed { .. } | DriverError::VmLost { .. }) => {
-                    self.failed.insert(vmid, Instant::now());
-                }
-                Err(_) => {}
             }
-            result
+            results
         }
 
         fn cluster_rules(&self) -> Rules {

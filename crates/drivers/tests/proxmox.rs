@@ -629,3 +629,30 @@ fn running_migrations_hold_keel_back_and_slow_tasks_time_out() {
     assert!(err.contains("still running after 0.2 s"), "{err}");
     assert_clean(&fake);
 }
+
+#[test]
+fn a_wave_runs_its_migrations_at_once_within_the_node_limits() {
+    let Some(fake) = FakeProxmox::start(hot_cluster()) else {
+        return;
+    };
+    fake.with(|c| c.task_duration = Duration::from_millis(400));
+    let mut d = driver(&fake, true);
+    assert!(d.runs_waves_concurrently());
+    d.observe().unwrap();
+    // Disjoint nodes: both tasks run together.
+    let wave = [request("101", "c", "b"), request("200", "a", "d")];
+    let results = d.migrate_wave(&wave);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(fake.with(|c| c.most_tasks_at_once(&[101, 200])), 2);
+    assert_eq!(fake.with(|c| c.node_of(101)).as_deref(), Some("b"));
+    assert_eq!(fake.with(|c| c.node_of(200)).as_deref(), Some("d"));
+    // Both go to a, one migration per node (the default): the second
+    // starts only when the first has ended.
+    let wave = [request("102", "c", "a"), request("101", "b", "a")];
+    let results = d.migrate_wave(&wave);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(fake.with(|c| c.most_tasks_at_once(&[101, 102])), 1);
+    assert_eq!(fake.with(|c| c.node_of(102)).as_deref(), Some("a"));
+    assert_eq!(fake.with(|c| c.node_of(101)).as_deref(), Some("a"));
+    assert_clean(&fake);
+}

@@ -51,32 +51,36 @@ impl Migration<'_> {
         }
     }
 
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + Duration::from_secs_f64(self.config.task_timeout_seconds)
     }
 
-    /// Runs the migration to its end.
-    pub(crate) fn run(&self) -> Result<MigrationOutcome, DriverError> {
-        let started = Instant::now();
-        let deadline = self.deadline();
+    /// Checks the guest and both nodes, waits for a free slot (the
+    /// concurrency limits, counting migrations already running, Keel's own
+    /// included) and starts the migration. An HA-managed guest is moved by
+    /// the HA stack, not by a task: that one is followed to its end here.
+    ///
+    /// `own_tasks` are Keel's migration tasks of this wave as (UPID, target
+    /// node): a running one counts on its target too (for other people's
+    /// tasks only the source node is known).
+    pub(crate) fn start(
+        &self,
+        deadline: Instant,
+        own_tasks: &[(String, String)],
+    ) -> Result<Started, DriverError> {
         if self.guest.kind == GuestKind::Lxc && !self.config.allow_container_restart {
             return Err(DriverError::Unsupported(
                 "moving a running container (it restarts): set proxmox.allow_container_restart = true",
             ));
         }
         self.check_nodes()?;
-        self.wait_for_slot(deadline)?;
+        self.wait_for_slot(deadline, own_tasks)?;
         if self.guest.ha {
             self.through_ha(deadline)?;
+            Ok(Started::Finished)
         } else {
-            let upid = self.start_task()?;
-            self.follow(&upid, deadline)?;
+            Ok(Started::Task(self.start_task()?))
         }
-        Ok(MigrationOutcome {
-            seconds: started.elapsed().as_secs_f64(),
-            downtime_ms: None,
-            bytes: None,
-        })
     }
 
     /// Both nodes online, else the move is dropped before anything starts.
@@ -100,15 +104,31 @@ impl Migration<'_> {
 
     /// Waits until the nodes and the cluster have room for one more
     /// migration (counting migrations others started).
-    fn wait_for_slot(&self, deadline: Instant) -> Result<(), DriverError> {
+    fn wait_for_slot(
+        &self,
+        deadline: Instant,
+        own_tasks: &[(String, String)],
+    ) -> Result<(), DriverError> {
         let mut pause = Poll::new();
         loop {
             let tasks = self.api.get("/cluster/tasks", &[], "Sys.Audit on /")?;
-            let running: Vec<(String, String)> = tasks
-                .as_array()
-                .map(|list| list.iter().filter_map(running_migration).collect())
-                .unwrap_or_default();
-            let on = |n: &str| running.iter().filter(|(node, _)| node == n).count() as u32;
+            let list = tasks.as_array().map(Vec::as_slice).unwrap_or_default();
+            let running: Vec<(String, String)> =
+                list.iter().filter_map(running_migration).collect();
+            // Targets of Keel's own tasks that still run.
+            let own_targets: Vec<&str> = list
+                .iter()
+                .filter(|t| running_migration(t).is_some())
+                .filter_map(|t| t.get("upid").and_then(Value::as_str))
+                .filter_map(|upid| {
+                    let own = own_tasks.iter().find(|(u, _)| u == upid);
+                    own.map(|(_, target)| target.as_str())
+                })
+                .collect();
+            let on = |n: &str| {
+                (running.iter().filter(|(node, _)| node == n).count()
+                    + own_targets.iter().filter(|t| **t == n).count()) as u32
+            };
             let busy = if running.len() as u32 >= self.config.max_migrations_per_cluster {
                 Some(format!(
                     "{} migrations running in the cluster",
@@ -186,8 +206,9 @@ impl Migration<'_> {
             .ok_or_else(|| self.refused(format!("the answer is not a task id: {upid}")))
     }
 
-    /// Follows task `upid` until it stops; a failure names its last log line.
-    fn follow(&self, upid: &str, deadline: Instant) -> Result<(), DriverError> {
+    /// One look at task `upid`: `Some` once it stopped (its result) or the
+    /// deadline passed (an error), `None` while it runs.
+    pub(crate) fn poll(&self, upid: &str, deadline: Instant) -> Option<Result<(), DriverError>> {
         let node = upid
             .split(':')
             .nth(1)
@@ -195,29 +216,31 @@ impl Migration<'_> {
             .to_string();
         let path = format!("/nodes/{node}/tasks/{}", percent_encode(upid));
         let need = format!("Sys.Audit on /nodes/{node}");
-        let mut pause = Poll::new();
-        loop {
-            let status = self.api.get(&format!("{path}/status"), &[], &need)?;
-            if status.get("status").and_then(Value::as_str) == Some("stopped") {
-                let exit = status
-                    .get("exitstatus")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no exit status)");
-                if exit == "OK" {
-                    return Ok(());
-                }
-                let line = self.last_log_line(&path, &need);
-                return Err(self.failed(format!("task {upid} ended with {exit:?}; log: {line}")));
+        let status = match self.api.get(&format!("{path}/status"), &[], &need) {
+            Ok(status) => status,
+            Err(e) => return Some(Err(e)),
+        };
+        if status.get("status").and_then(Value::as_str) == Some("stopped") {
+            let exit = status
+                .get("exitstatus")
+                .and_then(Value::as_str)
+                .unwrap_or("(no exit status)");
+            if exit == "OK" {
+                return Some(Ok(()));
             }
-            if Instant::now() >= deadline {
-                return Err(self.failed(format!(
-                    "task {upid} still running after {} s (proxmox.task_timeout_seconds); \
-                     Keel stopped following it, Proxmox VE goes on with it",
-                    self.config.task_timeout_seconds
-                )));
-            }
-            pause.wait();
+            let line = self.last_log_line(&path, &need);
+            return Some(Err(
+                self.failed(format!("task {upid} ended with {exit:?}; log: {line}"))
+            ));
         }
+        if Instant::now() >= deadline {
+            return Some(Err(self.failed(format!(
+                "task {upid} still running after {} s (proxmox.task_timeout_seconds); \
+                 Keel stopped following it, Proxmox VE goes on with it",
+                self.config.task_timeout_seconds
+            ))));
+        }
+        None
     }
 
     fn last_log_line(&self, task_path: &str, need: &str) -> String {
@@ -363,15 +386,33 @@ fn local_disks(check: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Where a migration stands once started.
+pub(crate) enum Started {
+    /// A task runs: follow it by its UPID.
+    Task(String),
+    /// Already over (an HA migration, followed to its end when started).
+    Finished,
+}
+
+/// The outcome of a migration that started at `started` and ended now
+/// (Proxmox VE reports neither downtime nor bytes).
+pub(crate) fn outcome_since(started: Instant) -> MigrationOutcome {
+    MigrationOutcome {
+        seconds: started.elapsed().as_secs_f64(),
+        downtime_ms: None,
+        bytes: None,
+    }
+}
+
 /// Polling pauses: 50 ms doubling to 2 s (short tasks finish fast, long
 /// ones are not hammered).
-struct Poll(Duration);
+pub(crate) struct Poll(Duration);
 
 impl Poll {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Poll(Duration::from_millis(50))
     }
-    fn wait(&mut self) {
+    pub(crate) fn wait(&mut self) {
         std::thread::sleep(self.0);
         self.0 = (self.0 * 2).min(Duration::from_secs(2));
     }

@@ -162,6 +162,26 @@ impl FakeCluster {
         self.guests.iter_mut().find(|g| g.vmid == vmid)
     }
 
+    /// The most migration tasks of `vmids` that ran at the same time
+    /// (a task runs from its start for `task_duration`).
+    pub fn most_tasks_at_once(&self, vmids: &[u64]) -> usize {
+        let ours: Vec<&Task> = self
+            .tasks
+            .iter()
+            .filter(|t| vmids.contains(&t.vmid))
+            .collect();
+        ours.iter()
+            .map(|t| {
+                ours.iter()
+                    .filter(|o| {
+                        o.started <= t.started && t.started < o.started + self.task_duration
+                    })
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn node_of(&self, vmid: u64) -> Option<String> {
         self.guests
             .iter()
