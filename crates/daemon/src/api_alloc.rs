@@ -2,8 +2,9 @@
 //! reservations, limits, pools; see docs/allocation.md), validated by
 //! keel-alloc against the cluster as last observed: values, unknown VMs,
 //! reservations above limits, and admission control on each host (the
-//! reservations of the VMs on a host must fit its capacity). Kept in
-//! memory; `keel agent` on each host enforces a policy from its own file.
+//! reservations of the VMs on a host must fit its capacity). Kept in the
+//! history database (as the operator sent it) and read back at start;
+//! `keel agent` on each host enforces a policy from its own file.
 
 use crate::api::{blocking, body_bytes, ApiError, ApiResult, AppState};
 use crate::view::ClusterView;
@@ -75,18 +76,7 @@ async fn replace(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let bytes = body_bytes(body)?;
-    // Through a TOML table so that amounts with units ("2GiB", "50MB/s",
-    // "500 IOPS") are accepted as in the agent's file.
-    let mut table: toml::Table = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!(
-                "request body: {e} (expected {{\"vm\": [{{\"name\", \"shares\"|\"priority\", \"cpu\", \"memory\", \"disk\"}}], \"pool\": [...]}})"
-            ),
-        )
-    })?;
-    let policy = AllocConfig::from_table(&mut table, &Units::default()).map_err(invalid)?;
+    let policy = parse_policy(&bytes)?;
     let service = state.service.clone();
     let cluster = blocking(move || Ok(service.cluster())).await?;
     match &cluster {
@@ -99,14 +89,68 @@ async fn replace(
             ))
         }
     }
-    let mut stored = state
-        .allocation
-        .lock()
-        .map_err(|_| invalid("allocation policy unavailable"))?;
-    *stored = policy.clone();
-    tracing::info!(
-        vms = policy.vm_names().len(),
-        "allocation policy replaced through the API"
-    );
+    {
+        let mut stored = state
+            .allocation
+            .lock()
+            .map_err(|_| invalid("allocation policy unavailable"))?;
+        *stored = policy.clone();
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let service = state.service.clone();
+    let vms = policy.vm_names().len();
+    blocking(move || {
+        if let Err(e) = service.store().set_meta(POLICY_KEY, &text) {
+            tracing::warn!(error = %e, "storing the allocation policy failed: a restart will start without it");
+        }
+        service.audit("api", "allocation.change", "allocation", &format!("{vms} VMs"));
+        Ok(())
+    })
+    .await?;
+    tracing::info!(vms, "allocation policy replaced through the API");
     Ok(Json(policy).into_response())
+}
+
+/// Key of the policy (the JSON the operator sent) in the store's meta table.
+const POLICY_KEY: &str = "allocation_policy";
+
+/// The policy last set through the API, from the history database; empty
+/// when there is none or it no longer parses (logged).
+pub(crate) fn remembered(service: &crate::service::Service) -> AllocConfig {
+    let text = match service.store().meta(POLICY_KEY) {
+        Ok(Some(text)) => text,
+        Ok(None) => return AllocConfig::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the stored allocation policy failed");
+            return AllocConfig::default();
+        }
+    };
+    match parse_policy(text.as_bytes()) {
+        Ok(policy) => {
+            tracing::info!(
+                vms = policy.vm_names().len(),
+                "allocation policy restored from the history database"
+            );
+            policy
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message, "the stored allocation policy no longer parses: starting without one");
+            AllocConfig::default()
+        }
+    }
+}
+
+/// Parses a policy as JSON, through a TOML table so that amounts with units
+/// ("2GiB", "50MB/s", "500 IOPS") are accepted as in the agent's file.
+fn parse_policy(bytes: &[u8]) -> ApiResult<AllocConfig> {
+    let mut table: toml::Table = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!(
+                "request body: {e} (expected {{\"vm\": [{{\"name\", \"shares\"|\"priority\", \"cpu\", \"memory\", \"disk\"}}], \"pool\": [...]}})"
+            ),
+        )
+    })?;
+    AllocConfig::from_table(&mut table, &Units::default()).map_err(invalid)
 }

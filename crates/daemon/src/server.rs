@@ -93,7 +93,7 @@ pub async fn start_with(
     let app = router(Arc::new(AppState {
         service: service.clone(),
         token: options.token,
-        allocation: Default::default(),
+        allocation: std::sync::Mutex::new(crate::api_alloc::remembered(&service)),
     }));
     let mut on_stop = stopped.clone();
     let shutdown = async move {

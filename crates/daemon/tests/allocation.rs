@@ -88,3 +88,45 @@ fn allocation_policy_is_validated_and_stored() {
     let reply = call(addr, "PUT", "/api/v1/allocation", None, &good.to_string());
     assert_eq!(reply.status, 401);
 }
+
+#[test]
+fn the_allocation_policy_survives_a_restart() {
+    use keel_daemon::{Automation, DaemonConfig, FakeClock};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let config = DaemonConfig {
+        automation: Automation::Manual,
+        ..DaemonConfig::default()
+    };
+    let start = || {
+        let clock = FakeClock::at(1_700_000_000_000);
+        let service = config.open_service(Arc::new(clock), dir.path()).unwrap();
+        service.warm_up().unwrap();
+        Daemon::start(service, None)
+    };
+    let daemon = start();
+    let addr = daemon.addr();
+    let cluster = get(addr, "/api/v1/cluster").json();
+    let name = cluster["vms"][0]["name"].as_str().unwrap().to_string();
+    let policy = json!({"vm": [{"name": name, "shares": 3000, "memory": {"limit": "3GiB"}}]});
+    assert_eq!(put(addr, &policy).status, 200);
+    let before = get(addr, "/api/v1/allocation").json();
+    drop(daemon);
+
+    let daemon = start();
+    let after = get(daemon.addr(), "/api/v1/allocation").json();
+    assert_eq!(after, before);
+    assert_eq!(
+        after["vm"][0]["memory"]["limit"],
+        json!(3.0 * 1024.0 * 1024.0 * 1024.0)
+    );
+    let audit = get(daemon.addr(), "/api/v1/audit").json();
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "allocation.change"),
+        "{audit}"
+    );
+}
