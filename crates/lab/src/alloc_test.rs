@@ -29,7 +29,7 @@
 
 use crate::cmd::run as run_cmd;
 use crate::error::{failed, io, Result};
-use crate::lab::{up_placed, Accel, UpOptions};
+use crate::harness::{on_lab, LabNeeds};
 use crate::selftest::meter;
 use crate::state::{Resource, StateFile};
 use crate::Lab;
@@ -145,51 +145,22 @@ pub struct Report {
 }
 
 fn say(log: &mut dyn Write, msg: std::fmt::Arguments) {
-    let _ = writeln!(log, "alloc-test: {msg}");
-    let _ = log.flush();
+    crate::harness::say(log, "alloc-test", msg);
 }
 
 /// Runs the test on `lab` (bringing up one host with three guests if no
 /// lab is up). An `Err` is a test that could not run; failed checks are an
 /// `Ok` report with `passed: false`.
 pub fn run(lab: &Lab, opts: &Options, log: &mut dyn Write) -> Result<Report> {
-    let existing = StateFile::load(&lab.dir)?;
-    let st = &existing.state;
-    let brought_up = if st.complete && st.vms.len() >= 3 {
-        say(
-            log,
-            format_args!("using the lab up in {}", lab.dir.display()),
-        );
-        false
-    } else if st.resources.is_empty() && st.hosts.is_empty() {
-        true
-    } else {
-        return Err(failed(
-            "alloc-test",
-            format!(
-                "the lab in {} is incomplete or has fewer than 3 guests: run `keel lab down` first",
-                lab.dir.display()
-            ),
-        ));
+    let needs = LabNeeds {
+        name: "alloc-test",
+        hosts: 1,
+        vms: 3,
+        described: "1 host with 3 guests",
     };
-    let mut teardown = crate::selftest::Teardown {
-        lab,
-        armed: brought_up && !opts.keep,
-    };
-    if brought_up {
-        say(log, format_args!("bringing up 1 host with 3 guests"));
-        let up = UpOptions {
-            hosts: 1,
-            vms: 3,
-            accel: Accel::Auto,
-        };
-        up_placed(lab, up, &|_| 0, log)?;
-    }
-    let report = scenario(lab, opts, brought_up, log);
-    let down = teardown.finish();
-    let report = report?;
-    down?;
-    Ok(report)
+    on_lab(lab, &needs, opts.keep, log, |brought_up, log| {
+        scenario(lab, opts, brought_up, log)
+    })
 }
 
 /// The CPU with the most idle time over `window` (from `/proc/stat`).

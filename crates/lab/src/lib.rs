@@ -19,6 +19,8 @@ pub mod cmd;
 mod down;
 pub mod error;
 pub mod guests;
+#[cfg(feature = "libvirt")]
+mod harness;
 pub mod hosts;
 pub mod image;
 mod lab;

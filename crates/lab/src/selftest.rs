@@ -26,7 +26,7 @@ pub mod inject;
 pub mod meter;
 
 use crate::error::{failed, Result};
-use crate::lab::{up_placed, Accel, UpOptions};
+use crate::harness::{on_lab, LabNeeds};
 use crate::state::{Resource, StateFile};
 use crate::Lab;
 use inject::Injection;
@@ -124,36 +124,8 @@ pub struct Report {
     pub guests_lost: Vec<String>,
 }
 
-/// Tears the lab down when dropped (unless disarmed), so that an error or
-/// a panic half-way leaves nothing behind.
-pub(crate) struct Teardown<'a> {
-    pub(crate) lab: &'a Lab,
-    pub(crate) armed: bool,
-}
-
-impl Teardown<'_> {
-    pub(crate) fn finish(&mut self) -> Result<()> {
-        if !std::mem::take(&mut self.armed) {
-            return Ok(());
-        }
-        let r = crate::down(self.lab)?;
-        if r.failed.is_empty() {
-            Ok(())
-        } else {
-            Err(failed("tear the lab down", r.failed.join("; ")))
-        }
-    }
-}
-
-impl Drop for Teardown<'_> {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
-}
-
 fn say(log: &mut dyn Write, msg: std::fmt::Arguments) {
-    let _ = writeln!(log, "selftest: {msg}");
-    let _ = log.flush();
+    crate::harness::say(log, "selftest", msg);
 }
 
 /// Runs the selftest on `lab` (bringing up 2 hosts with 2 guests on h0 if
@@ -162,43 +134,15 @@ fn say(log: &mut dyn Write, msg: std::fmt::Arguments) {
 /// selftest that could not run; a run that fails a check is an `Ok` report
 /// with `passed: false`.
 pub fn run(lab: &Lab, opts: &Options, log: &mut dyn Write) -> Result<Report> {
-    let existing = StateFile::load(&lab.dir)?;
-    let st = &existing.state;
-    let brought_up = if st.complete && st.hosts.len() >= 2 && st.vms.len() >= 2 {
-        say(
-            log,
-            format_args!("using the lab up in {}", lab.dir.display()),
-        );
-        false
-    } else if st.resources.is_empty() && st.hosts.is_empty() {
-        true
-    } else {
-        return Err(failed(
-            "selftest",
-            format!(
-                "the lab in {} is incomplete or smaller than 2 hosts and 2 guests: run `keel lab down` first",
-                lab.dir.display()
-            ),
-        ));
+    let needs = LabNeeds {
+        name: "selftest",
+        hosts: 2,
+        vms: 2,
+        described: "2 hosts, 2 guests on h0",
     };
-    let mut teardown = Teardown {
-        lab,
-        armed: brought_up && !opts.keep,
-    };
-    if brought_up {
-        say(log, format_args!("bringing up 2 hosts, 2 guests on h0"));
-        let opts = UpOptions {
-            hosts: 2,
-            vms: 2,
-            accel: Accel::Auto,
-        };
-        up_placed(lab, opts, &|_| 0, log)?;
-    }
-    let report = scenario(lab, opts, brought_up, log);
-    let down = teardown.finish();
-    let report = report?;
-    down?;
-    Ok(report)
+    on_lab(lab, &needs, opts.keep, log, |brought_up, log| {
+        scenario(lab, opts, brought_up, log)
+    })
 }
 
 /// Connects the driver to every lab host (unix sockets from here, the
