@@ -70,15 +70,10 @@ impl Service {
         let (snapshot, rules) = self.control().placement_input()?.ok_or_else(|| {
             ServiceError::Placement("the cluster has not been observed yet".into())
         })?;
-        if snapshot.vms.iter().any(|v| v.name == request.name) {
+        if let Some(running) = snapshot.vms.iter().find(|v| v.name == request.name) {
             return Err(ServiceError::Placement(format!(
                 "a VM named {:?} runs already (on {})",
-                request.name,
-                snapshot
-                    .vms
-                    .iter()
-                    .find(|v| v.name == request.name)
-                    .map_or("?", |v| v.host.as_str())
+                request.name, running.host
             )));
         }
         let demand = request.demand.unwrap_or(request.size);
