@@ -11,6 +11,7 @@
 //! interval yet) a VM is taken to want all its vCPUs.
 
 pub mod config;
+pub mod link;
 
 use crate::balloon::{Balloon, BalloonState};
 use crate::cgroup::{Cgroup, CgroupError, Device};
@@ -20,6 +21,7 @@ use crate::observe::{Counters, ProcSource, QemuProcess};
 use crate::plan::{plan, PlanError, RunningVm, Settings, MEMORY_OVERHEAD_BYTES};
 pub use config::{AgentConfig, Manage};
 use keel_model::Resources;
+pub use link::DaemonLink;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,10 +35,20 @@ pub const RSS_FLOOR_FACTOR: f64 = 1.1;
 /// A balloon target is only changed by more than this, bytes.
 pub const BALLOON_STEP_BYTES: f64 = 4.0 * 1024.0 * 1024.0;
 
-/// What a guest needs to survive, given its balloon: its used memory plus
-/// a fifth, and never under a quarter of its configured memory.
-pub fn survival_bytes(configured: f64, used: f64) -> f64 {
-    (used * 1.2).max(configured * 0.25)
+/// What a guest needs to survive, given its balloon, `None` if it reports
+/// no statistics: a fifth more than the larger of its used memory (caches
+/// included) and what it cannot give without pressure (its size minus
+/// its MemAvailable: the kernel's own memory and unreclaimable pages),
+/// and never under a quarter of its configured memory. The second term
+/// does not move as the balloon grows (size and MemAvailable fall
+/// together), so the floor is stable and reachable: a 128 MiB lab guest
+/// stalls its balloon at ~63 MiB, and this floor is ~69 MiB.
+pub fn survival_bytes(configured: f64, b: &BalloonState) -> Option<f64> {
+    let used = b.guest_used_bytes?;
+    let held = b
+        .guest_usable_bytes
+        .map_or(0.0, |usable| (b.actual_bytes - usable).max(0.0));
+    Some((used.max(held) * 1.2).max(configured * 0.25))
 }
 
 /// The host capacity the agent divides.
@@ -353,14 +365,19 @@ impl<B: Balloon> Agent<B> {
     }
 
     /// Steps every `interval_seconds` until `stop` is set, calling
-    /// `on_step` after each step, then undoes everything.
-    pub fn run(&mut self, stop: &AtomicBool, mut on_step: impl FnMut(&StepReport)) -> StepReport {
+    /// `on_step` after each step (with the agent, e.g. to give it a new
+    /// policy for the next step), then undoes everything.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        mut on_step: impl FnMut(&mut Self, &StepReport),
+    ) -> StepReport {
         let start = Instant::now();
         let interval = Duration::from_secs_f64(self.cfg.interval_seconds.max(0.05));
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let r = self.step(start.elapsed().as_secs_f64());
-            on_step(&r);
+            on_step(self, &r);
             next += interval;
             while Instant::now() < next && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20).min(interval));
@@ -391,7 +408,7 @@ fn without(policy: &AllocConfig, item: &str) -> AllocConfig {
 /// [`BALLOON_STEP_BYTES`].
 pub fn balloon_target(s: &Settings, configured: f64, b: &BalloonState) -> Option<f64> {
     let want = if s.memory_entitlement_bytes.is_finite() {
-        let floor = survival_bytes(configured, b.guest_used_bytes?);
+        let floor = survival_bytes(configured, b)?;
         (s.memory_entitlement_bytes - MEMORY_OVERHEAD_BYTES)
             .max(floor)
             .max(s.memory_reservation_bytes)

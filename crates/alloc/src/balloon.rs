@@ -10,9 +10,13 @@ use std::process::Command;
 pub struct BalloonState {
     /// Memory the guest has now (configured memory minus the balloon), bytes.
     pub actual_bytes: f64,
-    /// Memory the guest uses (`available - unused` of its statistics),
-    /// bytes; `None` when the guest reports no statistics.
+    /// Memory the guest uses (`available - unused` of its statistics:
+    /// its MemTotal minus MemFree, caches included), bytes; `None` when
+    /// the guest reports no statistics.
     pub guest_used_bytes: Option<f64>,
+    /// Memory the guest could give without pressure (`usable`: its
+    /// MemAvailable), bytes; `None` when not reported.
+    pub guest_usable_bytes: Option<f64>,
 }
 
 /// Access to the balloons of a host's VMs.
@@ -60,6 +64,7 @@ pub fn parse_dommemstat(text: &str) -> Option<BalloonState> {
     Some(BalloonState {
         actual_bytes: actual,
         guest_used_bytes: used,
+        guest_usable_bytes: get("usable").map(|u| u * 1024.0),
     })
 }
 
@@ -104,6 +109,13 @@ mod tests {
         .unwrap();
         assert_eq!(s.actual_bytes, 131072.0 * 1024.0);
         assert_eq!(s.guest_used_bytes, Some(50000.0 * 1024.0));
+        assert_eq!(s.guest_usable_bytes, None);
+        // A lab guest (128 MiB, virtio_balloon loaded), as libvirt prints it.
+        let s = parse_dommemstat(
+            "actual 131072\nswap_in 0\nunused 67072\navailable 94928\nusable 72568\ndisk_caches 2964\nrss 162092\n",
+        )
+        .unwrap();
+        assert_eq!(s.guest_usable_bytes, Some(72568.0 * 1024.0));
         let s = parse_dommemstat("actual 1024\nrss 5\n").unwrap();
         assert_eq!(s.guest_used_bytes, None);
         assert_eq!(parse_dommemstat("error: no balloon\n"), None);

@@ -61,7 +61,7 @@ pub struct Bounds {
     #[serde(default)]
     pub reservation: f64,
     /// Cap (default none).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<f64>,
 }
 
@@ -79,10 +79,10 @@ pub struct VmAlloc {
     /// The VM's name.
     pub name: String,
     /// Explicit shares (> 0).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shares: Option<f64>,
     /// A priority class instead of shares.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// CPU, cores.
     #[serde(default)]
@@ -94,7 +94,7 @@ pub struct VmAlloc {
     #[serde(default)]
     pub disk: Bounds,
     /// Disk operations cap, IOPS (reads and writes each, per disk).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_iops_limit: Option<f64>,
 }
 
@@ -105,10 +105,10 @@ pub struct PoolAlloc {
     /// The pool's name.
     pub name: String,
     /// Explicit shares among its siblings (> 0).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shares: Option<f64>,
     /// A priority class instead of shares.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// CPU, cores.
     #[serde(default)]
@@ -139,6 +139,22 @@ pub struct AllocConfig {
     pub pool: Vec<PoolAlloc>,
 }
 
+/// Removes `null` members and elements (TOML has no null: absent means
+/// the default).
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(a) => {
+            a.retain(|x| !x.is_null());
+            a.iter_mut().for_each(strip_nulls);
+        }
+        _ => {}
+    }
+}
+
 /// The resources the policy bounds, with their names in errors.
 pub const RESOURCES: [&str; 3] = ["cpu", "memory", "disk"];
 
@@ -149,6 +165,9 @@ pub enum ConfigError {
     /// Not valid TOML, or not this schema (unknown fields included).
     #[error("allocation config: {0}")]
     Parse(String),
+    /// Not JSON at all (the API's form, see [`AllocConfig::from_json`]).
+    #[error("allocation policy: not JSON: {0}")]
+    Json(String),
     /// An amount with a unit that could not be converted.
     #[error("{item}: {field} = {value:?}: {reason}")]
     Unit {
@@ -331,6 +350,19 @@ impl AllocConfig {
             .clone()
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Parses the API's JSON form: the same fields as the TOML, amounts
+    /// with units accepted, and `null` the same as absent, so that what
+    /// `GET /api/v1/allocation` returns can be edited and sent back.
+    pub fn from_json(bytes: &[u8], units: &crate::units::Units) -> Result<Self, ConfigError> {
+        use serde::Deserialize;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        strip_nulls(&mut value);
+        let mut table = toml::Table::deserialize(value)
+            .map_err(|e| ConfigError::Parse(format!("{e} (expected an object)")))?;
+        Self::from_table(&mut table, units)
     }
 
     /// The policy without the VMs for which `keep` is false (pools kept,

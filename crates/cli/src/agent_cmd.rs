@@ -1,17 +1,19 @@
 //! `keel agent`: the per-host allocation control loop (keel-alloc's
 //! [`Agent`]) with the host's `/proc`, cgroups and, if configured, libvirt
-//! balloons. Thin wrapper: reads the file, runs until Ctrl-C or SIGTERM,
-//! undoes what it wrote.
+//! balloons. Thin wrapper: reads the file (and, with `[daemon]`, the
+//! policy from `keel serve`, re-read every `refresh_seconds`), runs until
+//! Ctrl-C or SIGTERM, undoes what it wrote.
 
+use crate::agent_link::{describe, PolicyLink};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use keel_alloc::agent::{config::cpuinfo_mhz, Agent, AgentConfig, StepReport};
 use keel_alloc::balloon::{Balloon, BalloonState, NoBalloon, VirshBalloon};
-use keel_alloc::config::ConfigError;
+use keel_alloc::config::{AllocConfig, ConfigError};
 use keel_alloc::observe::ProcSource;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Arguments of `keel agent`.
 #[derive(Debug, Args)]
@@ -84,11 +86,23 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mhz = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| cpuinfo_mhz(&t));
-    let cfg = AgentConfig::from_toml(&text, mhz)
+    let mut cfg = AgentConfig::from_toml(&text, mhz)
         .with_context(|| format!("{}: invalid agent config", args.config.display()))?;
+    let link = match &cfg.daemon {
+        Some(d) => Some(PolicyLink::connect(d, &args.config)?),
+        None => None,
+    };
+    if let Some(link) = &link {
+        cfg.policy = first_policy(link, args.check)?;
+    }
     let source = ProcSource::default();
     let running: Vec<String> = source.scan().into_keys().collect();
     let names: Vec<&str> = running.iter().map(String::as_str).collect();
+    // The daemon's policy covers the whole cluster: check what runs here.
+    let policy_here = match &link {
+        Some(_) => cfg.policy.retain_vms(&|n: &str| names.contains(&n)),
+        None => cfg.policy.clone(),
+    };
     let balloon = match &cfg.libvirt_uri {
         Some(uri) => AnyBalloon::Virsh(VirshBalloon { uri: uri.clone() }),
         None => AnyBalloon::None(NoBalloon),
@@ -96,7 +110,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
     let mut agent = Agent::new(cfg.clone(), source, balloon);
     let cap = agent.capacity();
     let cap3 = [cap.cpu_cores, cap.memory_bytes, cap.disk_bytes_per_second];
-    match cfg.policy.validate(&names, cap3) {
+    match policy_here.validate(&names, cap3) {
         Ok(()) => {}
         Err(ConfigError::UnknownVm { name }) if !args.check => {
             eprintln!("keel agent: warning: {name:?} is not running (yet); its policy applies when it starts");
@@ -104,6 +118,14 @@ pub fn run(args: AgentArgs) -> Result<()> {
         Err(e) => bail!("{}: {e} (running VMs: {running:?})", args.config.display()),
     }
     if args.check {
+        if let Some(link) = &link {
+            println!(
+                "policy from {}: {}; {} of them running here",
+                link.url(),
+                describe(&cfg.policy),
+                policy_here.vm_names().len()
+            );
+        }
         println!(
             "{}: valid for running VMs {running:?} on {:.2} cores, {:.1} GiB",
             args.config.display(),
@@ -137,7 +159,16 @@ pub fn run(args: AgentArgs) -> Result<()> {
         cap.memory_bytes / 1073741824.0,
         cfg.interval_seconds
     );
-    let end = agent.run(&stop, |r| {
+    let pending: Arc<Mutex<Option<AllocConfig>>> = Arc::default();
+    if let Some(link) = link {
+        let (pending, stop) = (pending.clone(), stop.clone());
+        let last = cfg.policy.clone();
+        std::thread::spawn(move || follow(link, last, &pending, &stop));
+    }
+    let end = agent.run(&stop, |agent, r| {
+        if let Some(p) = pending.lock().ok().and_then(|mut p| p.take()) {
+            agent.set_policy(p);
+        }
         let written = r.vms.iter().any(|v| v.files_written > 0);
         if written || !r.released.is_empty() {
             eprintln!("keel agent: {}", summary(r));
@@ -157,4 +188,72 @@ pub fn run(args: AgentArgs) -> Result<()> {
     }
     eprintln!("keel agent: stopped; settings undone on {:?}", end.released);
     Ok(())
+}
+
+/// The policy to start with: the daemon's; else (daemon unreachable, not
+/// `--check`) the cached one; else none until the daemon answers.
+fn first_policy(link: &PolicyLink, check: bool) -> Result<AllocConfig> {
+    match link.fetch() {
+        Ok(p) => {
+            if !check {
+                eprintln!("keel agent: policy from {}: {}", link.url(), describe(&p));
+            }
+            Ok(p)
+        }
+        Err(e) if check => Err(e),
+        Err(e) => {
+            let cached = link.cached();
+            eprintln!(
+                "keel agent: warning: {e:#}; {} until the daemon answers (retrying every {:?})",
+                if cached.is_some() {
+                    "enforcing the cached policy"
+                } else {
+                    "no cached policy: default shares only"
+                },
+                link.refresh()
+            );
+            Ok(cached.unwrap_or_default())
+        }
+    }
+}
+
+/// Re-reads the daemon's policy every refresh until `stop`, handing each
+/// change to the control loop through `pending`. Failures are reported
+/// once until the daemon answers again; the policy in force stays.
+fn follow(
+    link: PolicyLink,
+    mut last: AllocConfig,
+    pending: &Mutex<Option<AllocConfig>>,
+    stop: &AtomicBool,
+) {
+    let mut failing = false;
+    while !stop.load(Ordering::Relaxed) {
+        let next = std::time::Instant::now() + link.refresh();
+        while std::time::Instant::now() < next && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match link.fetch() {
+            Ok(p) => {
+                if failing {
+                    eprintln!("keel agent: the daemon at {} answers again", link.url());
+                    failing = false;
+                }
+                if p != last {
+                    eprintln!("keel agent: the daemon's policy changed: {}", describe(&p));
+                    last = p.clone();
+                    if let Ok(mut slot) = pending.lock() {
+                        *slot = Some(p);
+                    }
+                }
+            }
+            Err(e) if !failing => {
+                eprintln!("keel agent: warning: {e:#}; keeping the policy in force");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod agent_cmd;
+mod agent_link;
 mod balance_cmd;
 mod gen_cmd;
 mod lab_cmd;

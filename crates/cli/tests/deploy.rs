@@ -62,20 +62,22 @@ fn the_systemd_unit_verifies() {
         return;
     };
     assert!(probe.status.success());
-    // The unit names the installed binary; verify a copy naming this build.
-    let unit = std::fs::read_to_string(repo_file("deploy/keel.service")).unwrap();
-    let unit = unit.replace("/usr/local/bin/keel", env!("CARGO_BIN_EXE_keel"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keel.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    // Outside a booted systemd (containers, CI) verify may complain about
-    // the manager itself; only complaints about our unit count.
-    let ours: Vec<&str> = err.lines().filter(|l| l.contains("keel.service")).collect();
-    assert!(ours.is_empty(), "systemd-analyze verify:\n{err}");
+    for name in ["keel.service", "keel-agent.service"] {
+        // The unit names the installed binary; verify a copy naming this build.
+        let unit = std::fs::read_to_string(repo_file(&format!("deploy/{name}"))).unwrap();
+        let unit = unit.replace("/usr/local/bin/keel", env!("CARGO_BIN_EXE_keel"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, unit).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Outside a booted systemd (containers, CI) verify may complain about
+        // the manager itself; only complaints about our unit count.
+        let ours: Vec<&str> = err.lines().filter(|l| l.contains(name)).collect();
+        assert!(ours.is_empty(), "systemd-analyze verify {name}:\n{err}");
+    }
 }

@@ -4,7 +4,8 @@
 //! reservations above limits, and admission control on each host (the
 //! reservations of the VMs on a host must fit its capacity). Kept in the
 //! history database (as the operator sent it) and read back at start;
-//! `keel agent` on each host enforces a policy from its own file.
+//! `keel agent` on each host follows it when its file has a `[daemon]`
+//! section (docs/allocation.md), or enforces a policy of its own file.
 
 use crate::api::{blocking, body_bytes, ApiError, ApiResult, AppState};
 use crate::view::ClusterView;
@@ -140,17 +141,17 @@ pub(crate) fn remembered(service: &crate::service::Service) -> AllocConfig {
     }
 }
 
-/// Parses a policy as JSON, through a TOML table so that amounts with units
-/// ("2GiB", "50MB/s", "500 IOPS") are accepted as in the agent's file.
+/// Parses a policy as JSON (amounts with units accepted, `null` as absent):
+/// 400 if it is not JSON, 422 if it is not a policy.
 fn parse_policy(bytes: &[u8]) -> ApiResult<AllocConfig> {
-    let mut table: toml::Table = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
+    AllocConfig::from_json(bytes, &Units::default()).map_err(|e| match e {
+        ConfigError::Json(why) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
             format!(
-                "request body: {e} (expected {{\"vm\": [{{\"name\", \"shares\"|\"priority\", \"cpu\", \"memory\", \"disk\"}}], \"pool\": [...]}})"
+                "request body: {why} (expected {{\"vm\": [{{\"name\", \"shares\"|\"priority\", \"cpu\", \"memory\", \"disk\"}}], \"pool\": [...]}})"
             ),
-        )
-    })?;
-    AllocConfig::from_table(&mut table, &Units::default()).map_err(invalid)
+        ),
+        e => invalid(e),
+    })
 }

@@ -49,6 +49,15 @@ fn allocation_policy_is_validated_and_stored() {
     let stored = get(addr, "/api/v1/allocation").json();
     assert_eq!(stored["vm"][0]["memory"]["limit"], json!(2147483648.0));
     assert_eq!(stored["vm"][1]["disk_iops_limit"], json!(500.0));
+    // What GET returns can be sent back as it is (absent, not null, where
+    // nothing is set; an explicit null is accepted as absent too).
+    assert!(stored["vm"][1].get("shares").is_none(), "{stored}");
+    let reply = put(addr, &stored);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), stored);
+    let mut with_null = stored.clone();
+    with_null["vm"][1]["shares"] = serde_json::Value::Null;
+    assert_eq!(put(addr, &with_null).json(), stored);
 
     let host = host_of(0);
     let too_much = cores(&host) + 1.0;

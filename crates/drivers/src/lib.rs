@@ -6,9 +6,13 @@
 //! a driver to act. One module per body: the simulator (always built),
 //! libvirt (cargo feature `libvirt`, needs libvirt's C library) and
 //! Proxmox VE (cargo feature `proxmox`, HTTPS; its config always built).
+//! [`https`] is the TLS client both the Proxmox driver and `keel agent`'s
+//! link to the daemon use (cargo feature `https`).
 #![deny(missing_docs)]
 
 pub mod sim;
+
+pub mod https;
 
 #[cfg(feature = "libvirt")]
 pub mod libvirt;

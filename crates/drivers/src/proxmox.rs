@@ -26,8 +26,6 @@ mod migrate;
 mod observe;
 #[cfg(feature = "proxmox")]
 mod rules;
-#[cfg(feature = "proxmox")]
-mod tls;
 
 pub use config::{parse_fingerprint, ProxmoxConfig, ProxmoxConfigError};
 

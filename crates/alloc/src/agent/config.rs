@@ -11,11 +11,16 @@
 //! libvirt_uri = "qemu:///system"  # balloons through virsh; none = no ballooning
 //! enforce = "cgroup"            # or "libvirt": libvirt's tunables (needs libvirt_uri)
 //!
+//! # [daemon]                    # the policy from `keel serve` instead (see [`DaemonLink`])
+//! # url = "https://keel:7878"
+//! # token_file = "/var/lib/keel/token"
+//!
 //! [[vm]]
 //! name = "web"
 //! cpu = { reservation = "1300MHz" }
 //! ```
 
+use super::link::DaemonLink;
 use crate::config::{AllocConfig, ConfigError};
 use crate::enforce::Enforce;
 use crate::units::{parse_quantity, Quantity, Units};
@@ -51,8 +56,10 @@ pub struct AgentConfig {
     pub libvirt_uri: Option<String>,
     /// Through cgroup files (default) or libvirt's tunables.
     pub enforce: Enforce,
-    /// The allocation policy.
+    /// The allocation policy (from the file; empty with `daemon`).
     pub policy: AllocConfig,
+    /// Take the policy from a `keel serve` daemon instead of the file.
+    pub daemon: Option<DaemonLink>,
 }
 
 impl Default for AgentConfig {
@@ -67,6 +74,7 @@ impl Default for AgentConfig {
             libvirt_uri: None,
             enforce: Enforce::Cgroup,
             policy: AllocConfig::default(),
+            daemon: None,
         }
     }
 }
@@ -169,7 +177,15 @@ impl AgentConfig {
                 _ => return Err(bad("enforce", &v, "expected \"cgroup\" or \"libvirt\"")),
             };
         }
+        if let Some(v) = t.remove("daemon") {
+            c.daemon = Some(DaemonLink::from_value(v)?);
+        }
         c.policy = AllocConfig::from_table(&mut t, &units)?;
+        if c.daemon.is_some() && (!c.policy.vm.is_empty() || !c.policy.pool.is_empty()) {
+            return Err(ConfigError::Parse(
+                "[daemon] is set, so the policy comes from the daemon: remove this file's [[vm]] and [[pool]] entries".into(),
+            ));
+        }
         Ok(c)
     }
 }
@@ -204,8 +220,27 @@ mod tests {
         assert!(e.to_string().contains("nominal MHz"), "{e}");
         let e = AgentConfig::from_toml("enforce = \"libvirt\"\n", None).unwrap_err();
         assert!(e.to_string().contains("needs libvirt_uri"), "{e}");
+        let e = AgentConfig::from_toml(
+            "[daemon]\nurl = \"http://k:7878\"\ntoken = \"t\"\n[[vm]]\nname = \"a\"\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("comes from the daemon"), "{e}");
+        let c = AgentConfig::from_toml("[daemon]\nurl = \"http://k:7878\"\ntoken = \"t\"\n", None)
+            .unwrap();
+        assert_eq!(c.daemon.map(|d| d.url), Some("http://k:7878".to_string()));
         let e = AgentConfig::from_toml("intervall = 3\n", None).unwrap_err();
         assert!(e.to_string().contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn the_example_agent_config_parses() {
+        let c =
+            AgentConfig::from_toml(include_str!("../../../../deploy/agent.toml"), None).unwrap();
+        assert_eq!(c.interval_seconds, 5.0);
+        let d = c.daemon.expect("[daemon]");
+        assert_eq!(d.refresh_seconds, 30.0);
+        assert!(c.policy.vm.is_empty());
     }
 
     #[test]

@@ -233,6 +233,7 @@ fn admission_control_refuses_a_reservation_that_cannot_be_met() {
 struct FakeBalloon {
     actual: BTreeMap<String, f64>,
     used: f64,
+    usable: Option<f64>,
     targets: Vec<(String, f64)>,
 }
 
@@ -241,6 +242,7 @@ impl Balloon for FakeBalloon {
         Some(BalloonState {
             actual_bytes: *self.actual.get(vm).unwrap_or(&(128.0 * MIB)),
             guest_used_bytes: Some(self.used),
+            guest_usable_bytes: self.usable,
         })
     }
     fn set_target(&mut self, vm: &str, bytes: f64) -> Result<(), String> {
@@ -314,7 +316,7 @@ fn runs_until_stopped_then_undoes() {
     let mut agent = Agent::new(cfg, h.source(), crate::balloon::NoBalloon);
     let stop = AtomicBool::new(false);
     let mut steps = 0;
-    let end = agent.run(&stop, |r| {
+    let end = agent.run(&stop, |_, r| {
         assert!(r.errors.is_empty(), "{r:?}");
         steps += 1;
         if steps == 3 {
@@ -324,4 +326,71 @@ fn runs_until_stopped_then_undoes() {
     assert_eq!(steps, 3);
     assert_eq!(end.released, vec!["a".to_string()]);
     assert_eq!(h.read("a", "cpu.cfs_quota_us"), "-1");
+}
+
+#[test]
+fn a_policy_given_between_steps_applies_at_the_next_step() {
+    let h = FakeHost::new();
+    h.vm(10, "a", 0.0, 0.0);
+    let mut cfg = policy("[[vm]]\nname = \"a\"\n");
+    cfg.interval_seconds = 0.05;
+    let mut agent = Agent::new(cfg, h.source(), crate::balloon::NoBalloon);
+    let stop = AtomicBool::new(false);
+    let mut quotas = Vec::new();
+    agent.run(&stop, |agent, _| {
+        quotas.push(h.read("a", "cpu.cfs_quota_us"));
+        if quotas.len() == 1 {
+            // What `keel agent` does when the daemon's policy changed.
+            agent.set_policy(
+                AllocConfig::from_toml("[[vm]]\nname = \"a\"\ncpu = { limit = 0.5 }\n").unwrap(),
+            );
+        }
+        if quotas.len() == 2 {
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
+    assert_eq!(quotas[0], "-1");
+    assert_ne!(quotas[1], "-1", "the new limit was written: {quotas:?}");
+}
+
+#[test]
+fn the_survival_floor_counts_what_the_guest_cannot_give() {
+    // The lab guest's figures: 128 MiB, MemTotal 92.7, MemFree 65.5,
+    // MemAvailable 70.9 MiB (its balloon stalls at ~63 MiB).
+    let b = BalloonState {
+        actual_bytes: 128.0 * MIB,
+        guest_used_bytes: Some((92.7 - 65.5) * MIB),
+        guest_usable_bytes: Some(70.9 * MIB),
+    };
+    let floor = survival_bytes(128.0 * MIB, &b).unwrap();
+    assert!(
+        (floor / MIB - (128.0 - 70.9) * 1.2).abs() < 1e-6,
+        "{}",
+        floor / MIB
+    );
+    // Stable: 40 MiB in the balloon take 40 off the size and MemAvailable.
+    let shrunk = BalloonState {
+        actual_bytes: 88.0 * MIB,
+        guest_usable_bytes: Some(30.9 * MIB),
+        ..b
+    };
+    let again = survival_bytes(128.0 * MIB, &shrunk).unwrap();
+    assert!((again - floor).abs() < 1.0, "{again} {floor}");
+    // Without MemAvailable: used memory, a quarter of the size at least.
+    let plain = BalloonState {
+        guest_usable_bytes: None,
+        guest_used_bytes: Some(20.0 * MIB),
+        ..b
+    };
+    assert_eq!(survival_bytes(128.0 * MIB, &plain), Some(32.0 * MIB));
+    let busy = BalloonState {
+        guest_used_bytes: Some(50.0 * MIB),
+        ..plain
+    };
+    assert_eq!(survival_bytes(128.0 * MIB, &busy), Some(60.0 * MIB));
+    let silent = BalloonState {
+        guest_used_bytes: None,
+        ..b
+    };
+    assert_eq!(survival_bytes(128.0 * MIB, &silent), None);
 }

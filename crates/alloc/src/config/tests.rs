@@ -1,4 +1,5 @@
 use super::*;
+use crate::units::Units;
 use proptest::prelude::*;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -204,5 +205,48 @@ proptest! {
         if let Ok(c) = AllocConfig::from_toml(&text) {
             let _ = c.validate(&[], CAP);
         }
+    }
+}
+
+#[test]
+fn json_form_accepts_units_and_nulls_and_names_bad_input() {
+    let c = AllocConfig::from_json(
+        br#"{"vm": [{"name": "web", "shares": null, "priority": "high",
+                     "memory": {"reservation": "1GiB", "limit": null}}],
+             "pool": []}"#,
+        &Units::default(),
+    )
+    .unwrap();
+    assert_eq!(c.vm[0].memory.reservation, GIB);
+    assert_eq!(c.vm[0].memory.limit, None);
+    assert_eq!(c.vm[0].priority, Some(Priority::High));
+    let e = AllocConfig::from_json(b"{\"vm\": [", &Units::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::Json(_)), "{e}");
+    let e = AllocConfig::from_json(b"[1, 2]", &Units::default()).unwrap_err();
+    assert!(e.to_string().contains("expected an object"), "{e}");
+    let e = AllocConfig::from_json(br#"{"vm": [{"name": "a", "cpus": 1}]}"#, &Units::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("cpus"), "{e}");
+}
+
+fn finite(c: &AllocConfig) -> bool {
+    let b = |x: &Bounds| x.reservation.is_finite() && x.limit.is_none_or(f64::is_finite);
+    let vm = |v: &VmAlloc| {
+        v.shares.is_none_or(f64::is_finite)
+            && v.disk_iops_limit.is_none_or(f64::is_finite)
+            && v.bounds().iter().all(b)
+    };
+    c.vm.iter().all(vm)
+        && c.pool.iter().all(|p| {
+            p.shares.is_none_or(f64::is_finite) && p.bounds().iter().all(b) && p.vm.iter().all(vm)
+        })
+}
+
+proptest! {
+    /// What the API returns (serde's JSON) parses back to the same policy.
+    #[test]
+    fn json_form_round_trips(c in arb_config().prop_filter("JSON has no NaN", finite)) {
+        let text = serde_json::to_vec(&c).unwrap();
+        prop_assert_eq!(AllocConfig::from_json(&text, &Units::default()), Ok(c));
     }
 }

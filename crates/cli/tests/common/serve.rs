@@ -58,7 +58,9 @@ impl Serve {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("no 'keel serve is up' ({e}); log: {seen:#?}"));
-            if let Some(rest) = line.split("url=http://").nth(1) {
+            let rest = line.split("url=http").nth(1);
+            if let Some(rest) = rest.and_then(|r| r.strip_prefix("://").or(r.strip_prefix("s://")))
+            {
                 break rest.split('/').next().unwrap().parse().unwrap();
             }
             seen.push(line);

@@ -54,13 +54,17 @@ impl Api {
                  pin it with proxmox.fingerprint instead"
             );
         }
-        let tls = super::tls::client_config(config).map_err(setup)?;
-        let http = Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs_f64(config.request_timeout_seconds))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| setup(error_chain(&e)))?;
+        let trust = crate::https::Trust {
+            fingerprint: config.fingerprint.clone(),
+            ca_file: config.ca_file.clone(),
+            insecure: config.insecure,
+        };
+        let http = crate::https::blocking_client(
+            &trust,
+            "proxmox",
+            Duration::from_secs_f64(config.request_timeout_seconds),
+        )
+        .map_err(setup)?;
         Ok(Self {
             http,
             base: format!("{}/api2/json", config.url.trim_end_matches('/')),

@@ -217,20 +217,7 @@ impl ProxmoxConfig {
     }
 }
 
-/// The 32 bytes of a SHA-256 fingerprint written as hex (colons, spaces
-/// and case ignored); `None` if it is not one.
-pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let hex: Vec<u8> = text.bytes().filter(|b| !matches!(b, b':' | b' ')).collect();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
+pub use crate::https::parse_fingerprint;
 
 #[cfg(test)]
 mod tests {
