@@ -32,6 +32,11 @@
 //! 4. limit 0.2 core on one guest, the two others suspended: its CPU time
 //!    (all QEMU threads) over wall time is `limit_share`, which must be
 //!    within [`LIMIT_TOLERANCE`] of 0.2 (absolute: a cap is absolute).
+//! 5. balloons (after the CPU agent let go; see `balloon.rs`): another
+//!    agent divides less memory than the QEMUs hold; every guest must
+//!    give memory back through its balloon, keep running, and get it all
+//!    back when the agent releases it. Skipped, loudly, where the guest
+//!    kernel's balloon modules are not installed.
 
 use crate::cmd::run as run_cmd;
 use crate::error::{failed, io, Result};
@@ -51,7 +56,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod balloon;
 mod phases;
+
+pub use balloon::BalloonPhase;
 
 /// Shares ratios must be within this fraction of 4:2:1.
 pub const SHARES_TOLERANCE: f64 = 0.10;
@@ -149,6 +157,11 @@ pub struct Report {
     pub work_conserving_gain: Option<f64>,
     /// Phase name -> its measurements.
     pub phases: BTreeMap<String, Phase>,
+    /// Phase 5, memory through the balloons (`null` if skipped: see
+    /// `skipped`).
+    pub balloon: Option<BalloonPhase>,
+    /// Checks that could not run here, and why.
+    pub skipped: Vec<String>,
     /// Agent steps taken, and the errors they reported.
     pub agent_steps: usize,
     /// Errors the agent reported (deduplicated).
@@ -368,6 +381,18 @@ fn scenario(lab: &Lab, opts: &Options, brought_up: bool, log: &mut dyn Write) ->
     errors.dedup();
     report.agent_errors = errors;
     outcome?;
+    let kernel = crate::prereq::find_vmlinuz();
+    if kernel
+        .as_deref()
+        .and_then(crate::image::balloon_modules)
+        .is_some()
+    {
+        report.balloon = Some(balloon::run(&guests, log, &mut report.failures)?);
+    } else {
+        let why = "balloon phase: the guest kernel has no uncompressed virtio_balloon module under /lib/modules".to_string();
+        say(log, format_args!("SKIPPED {why}"));
+        report.skipped.push(why);
+    }
     if !report.agent_errors.is_empty() {
         report.failures.push(format!(
             "the agent reported errors: {:?}",

@@ -1,7 +1,9 @@
 //! The guest image, built at lab time from Debian packages only: the cloud
 //! kernel's vmlinuz and an initramfs (cpio newc, gzip) holding static
-//! busybox, an /init script and the `tick` workload compiled from
-//! guest/tick.c with `gcc -static`.
+//! busybox, an /init script, the `tick` workload compiled from
+//! guest/tick.c with `gcc -static`, and the kernel's virtio balloon driver
+//! with what it needs (modules of the same kernel, where installed), so
+//! that the host can take memory back through the guest's balloon.
 
 use crate::cmd::run;
 use crate::error::{io, Result};
@@ -13,13 +15,46 @@ use std::time::Duration;
 /// The workload's C source.
 pub const TICK_C: &str = include_str!("../guest/tick.c");
 
-/// The guest's /init (run by busybox sh).
+/// The guest's /init (run by busybox sh). The balloon modules are loaded
+/// in dependency order where the image has them (errors ignored: a guest
+/// without a balloon still runs its workload).
 pub const INIT: &str = "#!/bin/busybox sh\n\
 /bin/busybox mount -t proc proc /proc\n\
 /bin/busybox mount -t sysfs sys /sys\n\
 /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_balloon; do\n\
+  /bin/busybox insmod /lib/modules/$m.ko 2>/dev/null\n\
+done\n\
 echo keel-lab guest up\n\
 exec /bin/tick\n";
+
+/// The balloon driver and its dependencies, in load order.
+pub const BALLOON_MODULES: [&str; 6] = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_balloon",
+];
+
+/// The uncompressed `.ko` files of [`BALLOON_MODULES`] for the kernel
+/// `vmlinuz` (its version from the file name `vmlinuz-VERSION`), if every
+/// one is installed under /lib/modules; `None` otherwise.
+pub fn balloon_modules(vmlinuz: &Path) -> Option<Vec<(String, PathBuf)>> {
+    let name = vmlinuz.file_name()?.to_str()?;
+    let version = name.strip_prefix("vmlinuz-")?;
+    let dir = Path::new("/lib/modules")
+        .join(version)
+        .join("kernel/drivers/virtio");
+    BALLOON_MODULES
+        .iter()
+        .map(|m| {
+            let path = dir.join(format!("{m}.ko"));
+            path.is_file().then(|| (m.to_string(), path))
+        })
+        .collect()
+}
 
 /// Paths of a built image.
 #[derive(Debug, Clone)]
@@ -61,6 +96,14 @@ pub fn build(dir: &Path, vmlinuz: &Path, busybox: &Path) -> Result<Image> {
     cpio.entry("bin/sh", 0o120777, b"busybox", 0);
     cpio.entry("bin/tick", 0o100755, &tick, 0);
     cpio.entry("init", 0o100755, INIT.as_bytes(), 0);
+    if let Some(modules) = balloon_modules(vmlinuz) {
+        cpio.entry("lib", 0o040755, &[], 0);
+        cpio.entry("lib/modules", 0o040755, &[], 0);
+        for (m, path) in modules {
+            let ko = std::fs::read(&path).map_err(io(step, &path))?;
+            cpio.entry(&format!("lib/modules/{m}.ko"), 0o100644, &ko, 0);
+        }
+    }
     let initrd = dir.join("initrd.cpio.gz");
     let f = std::fs::File::create(&initrd).map_err(io(step, &initrd))?;
     let mut gz = GzEncoder::new(f, flate2::Compression::default());
@@ -136,5 +179,25 @@ mod tests {
         assert!(a.starts_with(b"070701"));
         assert_eq!(a.len() % 4, 0);
         assert!(a.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+
+    #[test]
+    fn balloon_modules_are_found_for_the_installed_kernel_only() {
+        assert_eq!(balloon_modules(Path::new("/boot/vmlinuz-0.0.0-none")), None);
+        assert_eq!(balloon_modules(Path::new("/boot/bzImage")), None);
+        let Some(vmlinuz) = crate::prereq::find_vmlinuz() else {
+            eprintln!("SKIPPED: no /boot/vmlinuz-* on this machine");
+            return;
+        };
+        match balloon_modules(&vmlinuz) {
+            Some(m) => {
+                let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
+                assert_eq!(names, BALLOON_MODULES);
+            }
+            None => eprintln!(
+                "SKIPPED: {} has no uncompressed virtio balloon modules installed",
+                vmlinuz.display()
+            ),
+        }
     }
 }

@@ -84,7 +84,7 @@ impl Prereqs {
     }
 }
 
-fn find_vmlinuz() -> Option<PathBuf> {
+pub(crate) fn find_vmlinuz() -> Option<PathBuf> {
     let mut all: Vec<PathBuf> = std::fs::read_dir("/boot")
         .ok()?
         .flatten()

@@ -67,6 +67,13 @@ mod live {
             report.limit_share,
             report.work_conserving_gain
         );
+        match &report.balloon {
+            Some(b) => eprintln!(
+                "alloc-test balloons: configured {:?} MiB, target {:?}, reached {:?} in {:?} s, restored {:?}",
+                b.configured_mib, b.target_mib, b.contended_mib, b.shrink_seconds, b.restored_mib
+            ),
+            None => eprintln!("SKIPPED: {:?}", report.skipped),
+        }
         assert!(report.passed, "{:?}", report.failures);
         assert_eq!(report.shares_ratio.len(), 3);
         assert_eq!(report.released.len(), 3, "the agent undid its settings");
