@@ -1,4 +1,5 @@
-//! Host-local allocation enforcement (issue 5, first slice).
+//! Host-local allocation: each host's resources divided among its VMs by
+//! shares, reservations and limits, and enforced.
 //!
 //! - [`config`]: the per-VM allocation policy (shares or priority class,
 //!   reservation and limit for CPU, memory and disk I/O, nested resource
@@ -12,7 +13,8 @@
 //!
 //! - [`observe`]: each VM's QEMU process from `/proc` (demand counters,
 //!   cgroup, disks); [`balloon`]: memory reclaim through the guest.
-//! - [`agent`]: the per-host control loop (`keel agent`).
+//! - [`agent`]: the per-host control loop (`keel agent`), its settings and
+//!   its `[daemon]` link (the policy from `keel serve`).
 //! - [`units`]: `"2GiB"`, `"1200MHz"`, `"50MB/s"`, `"500 IOPS"` in the TOML.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
