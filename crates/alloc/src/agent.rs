@@ -132,7 +132,7 @@ impl<B: Balloon> Agent<B> {
     pub fn new(cfg: AgentConfig, source: ProcSource, balloon: B) -> Self {
         let capacity = capacity(&cfg);
         let tunables = match (cfg.enforce, &cfg.libvirt_uri) {
-            (Enforce::Libvirt, Some(uri)) => Some(VirshTunables { uri: uri.clone() }),
+            (Enforce::Libvirt, Some(uri)) => Some(VirshTunables::new(uri.clone())),
             _ => None,
         };
         Agent {
@@ -272,8 +272,8 @@ impl<B: Balloon> Agent<B> {
                 .guest_memory_bytes
                 .max(p.rss_bytes * RSS_FLOOR_FACTOR - MEMORY_OVERHEAD_BYTES);
             let m = &self.managed[&p.name];
-            let outcome = match (&self.tunables, &m.cgroup) {
-                (Some(t), _) => t.apply(&p.name, &s).map_err(Some),
+            let outcome = match (self.tunables.as_mut(), &m.cgroup) {
+                (Some(t), _) => t.apply(&p.name, &s, &m.devices).map_err(Some),
                 (None, Some(cg)) => {
                     cg.apply(&s, &m.devices)
                         .map(|w| w.len())
@@ -337,7 +337,7 @@ impl<B: Balloon> Agent<B> {
     }
 
     fn undo(&mut self, name: &str, m: &Managed, report: &mut StepReport) {
-        if let Some(t) = &self.tunables {
+        if let Some(t) = self.tunables.as_mut() {
             if let Err(e) = t.undo(name) {
                 report.errors.push(format!("{name}: undo: {e}"));
             }

@@ -158,7 +158,7 @@ impl Settings {
         clamp_round(self.cpu_weight * 1024.0, 2.0, 262_144.0)
     }
     /// Disk bytes/s and IOPS caps as written (`None` = no cap).
-    fn disk_caps(&self) -> (Option<u64>, Option<u64>) {
+    pub fn disk_caps(&self) -> (Option<u64>, Option<u64>) {
         let cap = |x: Option<f64>| {
             x.filter(|x| x.is_finite() && *x >= 0.0)
                 .map(|x| clamp_round(x, 1.0, 1e18))

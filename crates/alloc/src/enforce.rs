@@ -10,14 +10,21 @@
 //! | CPU limit | `schedinfo --live global_period=100000 global_quota=` (-1: none) |
 //! | memory soft cap (only while contended) | `memtune --live --soft-limit` KiB (-1: none) |
 //! | memory hard cap | `memtune --live --hard-limit` KiB (-1: none) |
+//! | disk weight (shares) | `blkiotune --live --weight` shares/2 in 100..1000, where libvirt shows one |
+//! | disk limit, per disk | `blkiotune --live --device-{read,write}-{bytes,iops}-sec /dev/X,N` (0: none) |
+//!
+//! The disks are the host block devices holding the VM's image files (as
+//! in the cgroup mode), named by their `/dev` path as libvirt wants them.
+//! What libvirt showed before Keel's first change to a VM is remembered
+//! and written back when Keel lets go of it (an operator's own
+//! `<cputune>`/`<memtune>`/`<blkiotune>` survive Keel).
 //!
 //! Not through libvirt: `memory.min` (libvirt's `min_guarantee` is not
-//! supported by its QEMU driver) and disk weights and throttles (libvirt
-//! names disks by path, not by device number): those stay unenforced in
-//! this mode.
+//! supported by its QEMU driver).
 
-use crate::cgroup::{CPU_PERIOD_US, V1_MEMORY_UNLIMITED};
+use crate::cgroup::{Device, CPU_PERIOD_US, V1_MEMORY_UNLIMITED};
 use crate::plan::Settings;
+use std::collections::BTreeMap;
 use std::process::Command;
 
 /// How the agent enforces settings.
@@ -60,6 +67,39 @@ pub fn memtune_params(s: &Settings) -> Vec<(&'static str, String)> {
     vec![("hard_limit", kib(hard)), ("soft_limit", kib(soft))]
 }
 
+/// The per-device caps of `blkiotune`, as virsh lists them.
+const BLKIO_DEVICE_KEYS: [&str; 4] = [
+    "device_read_bytes_sec",
+    "device_write_bytes_sec",
+    "device_read_iops_sec",
+    "device_write_iops_sec",
+];
+
+/// The `blkiotune` parameters for `s` on the disks `disks` (`/dev` paths):
+/// the weight, and per-device caps as virsh lists them (`/dev/X,N`
+/// pairs joined by commas; empty for none).
+pub fn blkiotune_params(s: &Settings, disks: &[String]) -> Vec<(&'static str, String)> {
+    let (bps, iops) = s.disk_caps();
+    let list = |cap: Option<u64>| {
+        cap.map_or(String::new(), |v| {
+            let pairs: Vec<String> = disks.iter().map(|d| format!("{d},{v}")).collect();
+            pairs.join(",")
+        })
+    };
+    let mut p = vec![("weight", s.v1_blkio_weight().to_string())];
+    for (k, cap) in BLKIO_DEVICE_KEYS.iter().zip([bps, bps, iops, iops]) {
+        p.push((k, list(cap)));
+    }
+    p
+}
+
+/// The `/dev` path of a block device, from sysfs.
+pub fn device_path(d: &Device) -> Option<String> {
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{}/uevent", d)).ok()?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    Some(format!("/dev/{}", name.trim()))
+}
+
 /// Pairs of `wanted` that differ from the listing `current`.
 pub fn changed(current: &str, wanted: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
     wanted
@@ -69,14 +109,62 @@ pub fn changed(current: &str, wanted: &[(&'static str, String)]) -> Vec<(&'stati
         .collect()
 }
 
+/// The values of `keys` in a listing (missing ones left out).
+fn pick(listing: &str, keys: &[&'static str]) -> Vec<(&'static str, String)> {
+    keys.iter()
+        .filter_map(|k| Some((*k, field(listing, k)?)))
+        .collect()
+}
+
+/// The `--device-...` argument that makes a device list `want` when the
+/// listing shows `current`: the wanted pairs, and 0 (no cap) for devices
+/// that are capped now but not wanted.
+fn device_argument(current: &str, want: &str) -> String {
+    let pairs = |text: &str| -> Vec<(String, String)> {
+        let parts: Vec<&str> = text.split(',').filter(|p| !p.is_empty()).collect();
+        parts
+            .chunks(2)
+            .filter_map(|c| Some((c[0].to_string(), c.get(1)?.to_string())))
+            .collect()
+    };
+    let wanted = pairs(want);
+    let mut out: Vec<String> = wanted.iter().map(|(d, v)| format!("{d},{v}")).collect();
+    for (d, _) in pairs(current) {
+        if !wanted.iter().any(|(w, _)| *w == d) {
+            out.push(format!("{d},0"));
+        }
+    }
+    out.join(",")
+}
+
+/// What libvirt showed for a VM before Keel's first change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Found {
+    sched: Vec<(&'static str, String)>,
+    mem: Vec<(&'static str, String)>,
+    blkio: Vec<(&'static str, String)>,
+}
+
 /// libvirt's tunables through virsh, against `uri`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirshTunables {
-    /// libvirt connection URI.
-    pub uri: String,
+    uri: String,
+    /// VM -> its values before Keel's first change, restored by `undo`.
+    found: BTreeMap<String, Found>,
 }
 
+const SCHED_KEYS: [&str; 3] = ["cpu_shares", "global_period", "global_quota"];
+const MEM_KEYS: [&str; 2] = ["hard_limit", "soft_limit"];
+
 impl VirshTunables {
+    /// Tunables of the VMs of the libvirt at `uri`.
+    pub fn new(uri: impl Into<String>) -> Self {
+        VirshTunables {
+            uri: uri.into(),
+            found: BTreeMap::new(),
+        }
+    }
+
     fn virsh(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("virsh")
             .args(["-c", &self.uri])
@@ -94,34 +182,66 @@ impl VirshTunables {
         }
     }
 
-    /// Sets what differs; returns the number of parameters set.
-    pub fn apply(&self, vm: &str, s: &Settings) -> Result<usize, String> {
-        self.set(vm, &sched_params(s), &memtune_params(s))
+    /// Sets what differs for `s` on the VM whose disks are `devices`;
+    /// returns the number of parameters set.
+    pub fn apply(&mut self, vm: &str, s: &Settings, devices: &[Device]) -> Result<usize, String> {
+        let disks: Vec<String> = devices.iter().filter_map(device_path).collect();
+        let listings = self.listings(vm)?;
+        self.found.entry(vm.to_string()).or_insert_with(|| Found {
+            sched: pick(&listings[0], &SCHED_KEYS),
+            mem: pick(&listings[1], &MEM_KEYS),
+            blkio: {
+                let mut keys = vec!["weight"];
+                keys.extend(BLKIO_DEVICE_KEYS);
+                pick(&listings[2], &keys)
+            },
+        });
+        let wanted = [
+            sched_params(s),
+            memtune_params(s),
+            blkiotune_params(s, &disks),
+        ];
+        self.set(vm, &listings, &wanted)
     }
 
-    /// Back to libvirt's defaults (1024 shares, no quota, no memory caps).
-    pub fn undo(&self, vm: &str) -> Result<usize, String> {
-        let sched = vec![
-            ("cpu_shares", "1024".to_string()),
-            ("global_period", CPU_PERIOD_US.to_string()),
-            ("global_quota", "-1".to_string()),
-        ];
-        let mem = vec![
-            ("hard_limit", "unlimited".to_string()),
-            ("soft_limit", "unlimited".to_string()),
-        ];
-        self.set(vm, &sched, &mem)
+    /// Writes back what libvirt showed before Keel's first change (libvirt's
+    /// defaults for a VM Keel changed before it last started).
+    pub fn undo(&mut self, vm: &str) -> Result<usize, String> {
+        let found = self.found.remove(vm).unwrap_or_else(|| Found {
+            sched: vec![
+                ("cpu_shares", "1024".to_string()),
+                ("global_period", CPU_PERIOD_US.to_string()),
+                ("global_quota", "-1".to_string()),
+            ],
+            mem: vec![
+                ("hard_limit", "unlimited".to_string()),
+                ("soft_limit", "unlimited".to_string()),
+            ],
+            blkio: BLKIO_DEVICE_KEYS
+                .iter()
+                .map(|k| (*k, String::new()))
+                .collect(),
+        });
+        let listings = self.listings(vm)?;
+        self.set(vm, &listings, &[found.sched, found.mem, found.blkio])
+    }
+
+    fn listings(&self, vm: &str) -> Result<[String; 3], String> {
+        Ok([
+            self.virsh(&["schedinfo", vm, "--live"])?,
+            self.virsh(&["memtune", vm, "--live"])?,
+            self.virsh(&["blkiotune", vm, "--live"])?,
+        ])
     }
 
     fn set(
         &self,
         vm: &str,
-        sched: &[(&'static str, String)],
-        mem: &[(&'static str, String)],
+        current: &[String; 3],
+        wanted: &[Vec<(&'static str, String)>; 3],
     ) -> Result<usize, String> {
         let mut n = 0;
-        let cur = self.virsh(&["schedinfo", vm, "--live"])?;
-        let todo = changed(&cur, sched);
+        let todo = changed(&current[0], &wanted[0]);
         if !todo.is_empty() {
             let kv: Vec<String> = todo.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let mut args = vec!["schedinfo", vm, "--live"];
@@ -129,8 +249,7 @@ impl VirshTunables {
             self.virsh(&args)?;
             n += todo.len();
         }
-        let cur = self.virsh(&["memtune", vm, "--live"])?;
-        let todo = changed(&cur, mem);
+        let todo = changed(&current[1], &wanted[1]);
         if !todo.is_empty() {
             let mut args: Vec<String> = vec!["memtune".into(), vm.into(), "--live".into()];
             for (k, v) in &todo {
@@ -141,8 +260,28 @@ impl VirshTunables {
                     v.clone()
                 });
             }
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            self.virsh(&refs)?;
+            self.virsh(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            n += todo.len();
+        }
+        // A weight libvirt does not show (no I/O weight on this kernel) is
+        // not set, as the cgroup mode skips a missing blkio.weight.
+        let todo: Vec<_> = changed(&current[2], &wanted[2])
+            .into_iter()
+            .filter(|(k, _)| {
+                *k != "weight" || field(&current[2], "weight").is_some_and(|w| w != "0")
+            })
+            .collect();
+        if !todo.is_empty() {
+            let mut args: Vec<String> = vec!["blkiotune".into(), vm.into(), "--live".into()];
+            for (k, v) in &todo {
+                args.push(format!("--{}", k.replace('_', "-")));
+                args.push(if *k == "weight" {
+                    v.clone()
+                } else {
+                    device_argument(&field(&current[2], k).unwrap_or_default(), v)
+                });
+            }
+            self.virsh(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
             n += todo.len();
         }
         Ok(n)
@@ -193,6 +332,68 @@ mod tests {
         );
         let now = "cpu_shares     : 2048\nglobal_period  : 100000\nglobal_quota   : 20000\n";
         assert!(changed(now, &sched_params(&s)).is_empty());
+    }
+
+    /// `virsh blkiotune --live` of a lab guest, after a throttle was set.
+    const BLKIO: &str = "weight         : 100\ndevice_weight  : \ndevice_read_iops_sec: \ndevice_write_iops_sec: /dev/vda,500\ndevice_read_bytes_sec: /dev/vda,1048576\ndevice_write_bytes_sec: \n";
+
+    #[test]
+    fn disk_weight_and_per_device_caps_as_virsh_lists_them() {
+        let s = Settings {
+            shares: 4000.0,
+            disk_limit_bytes_per_second: Some(1048576.0),
+            disk_limit_iops: None,
+            ..settings()
+        };
+        let disks = ["/dev/vda".to_string(), "/dev/vdb".to_string()];
+        let p = blkiotune_params(&s, &disks);
+        assert_eq!(p[0], ("weight", "1000".into()));
+        assert_eq!(
+            p[1],
+            (
+                "device_read_bytes_sec",
+                "/dev/vda,1048576,/dev/vdb,1048576".into()
+            )
+        );
+        assert_eq!(p[3], ("device_read_iops_sec", String::new()));
+        let todo = changed(BLKIO, &p);
+        // The read-bytes cap differs (vdb added), the write-iops cap must go.
+        let keys: Vec<&str> = todo.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "weight",
+                "device_read_bytes_sec",
+                "device_write_bytes_sec",
+                "device_write_iops_sec"
+            ]
+        );
+        assert_eq!(device_argument("/dev/vda,500", ""), "/dev/vda,0");
+        assert_eq!(
+            device_argument("/dev/vda,500", "/dev/vdb,7"),
+            "/dev/vdb,7,/dev/vda,0"
+        );
+        assert_eq!(device_argument("", "/dev/vda,7"), "/dev/vda,7");
+        // Nothing capped, nothing wanted: no argument needed.
+        let none = blkiotune_params(&settings(), &[]);
+        assert!(changed(
+            "weight : 500\ndevice_read_iops_sec: \ndevice_write_iops_sec: \ndevice_read_bytes_sec: \ndevice_write_bytes_sec: \n",
+            &none
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn the_values_found_are_picked_from_listings() {
+        assert_eq!(
+            pick(SCHED, &SCHED_KEYS),
+            vec![
+                ("cpu_shares", "1024".to_string()),
+                ("global_period", "100000".to_string()),
+                ("global_quota", "-1".to_string())
+            ]
+        );
+        assert_eq!(pick("garbage", &MEM_KEYS), vec![]);
     }
 
     #[test]

@@ -293,11 +293,7 @@ impl ProcSource {
                 // Not a disk image (logs, pid files, sockets).
                 continue;
             }
-            let dev = meta.dev();
-            let d = Device {
-                major: ((dev >> 32) & 0xffff_f000 | (dev >> 8) & 0xfff) as u32,
-                minor: ((dev >> 12) & 0xffff_ff00 | dev & 0xff) as u32,
-            };
+            let d = device_of(meta.dev());
             if d.major == 0 {
                 // tmpfs, overlayfs: no block device to throttle.
                 continue;
@@ -309,6 +305,14 @@ impl ProcSource {
         }
         out.sort();
         out
+    }
+
+    /// The whole disk holding `path` (`None` on tmpfs, overlayfs and the
+    /// like), as the disks of a VM are found.
+    pub fn disk_of(&self, path: &Path) -> Option<Device> {
+        use std::os::unix::fs::MetadataExt;
+        let d = device_of(std::fs::metadata(path).ok()?.dev());
+        (d.major != 0).then(|| self.whole_disk(d))
     }
 
     /// The disk a partition belongs to (throttles apply to whole disks).
@@ -327,6 +331,14 @@ impl ProcSource {
                 })
             })
             .unwrap_or(d)
+    }
+}
+
+/// Major and minor of a `st_dev` (glibc's encoding).
+fn device_of(dev: u64) -> Device {
+    Device {
+        major: ((dev >> 32) & 0xffff_f000 | (dev >> 8) & 0xfff) as u32,
+        minor: ((dev >> 12) & 0xffff_ff00 | dev & 0xff) as u32,
     }
 }
 

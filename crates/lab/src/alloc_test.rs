@@ -37,6 +37,9 @@
 //!    give memory back through its balloon, keep running, and get it all
 //!    back when the agent releases it. Skipped, loudly, where the guest
 //!    kernel's balloon modules are not installed.
+//! 6. the libvirt enforcer (`enforce = "libvirt"`) on one guest: libvirt
+//!    lists exactly the settings applied, a second apply changes nothing,
+//!    the undo restores what libvirt listed before (see `tunables.rs`).
 
 use crate::cmd::run as run_cmd;
 use crate::error::{failed, io, Result};
@@ -58,8 +61,10 @@ use std::time::{Duration, Instant};
 
 mod balloon;
 mod phases;
+mod tunables;
 
 pub use balloon::BalloonPhase;
+pub use tunables::TunablesPhase;
 
 /// Shares ratios must be within this fraction of 4:2:1.
 pub const SHARES_TOLERANCE: f64 = 0.10;
@@ -160,6 +165,8 @@ pub struct Report {
     /// Phase 5, memory through the balloons (`null` if skipped: see
     /// `skipped`).
     pub balloon: Option<BalloonPhase>,
+    /// Phase 6, the libvirt enforcer against the real libvirtd.
+    pub libvirt_tunables: Option<TunablesPhase>,
     /// Checks that could not run here, and why.
     pub skipped: Vec<String>,
     /// Agent steps taken, and the errors they reported.
@@ -393,6 +400,11 @@ fn scenario(lab: &Lab, opts: &Options, brought_up: bool, log: &mut dyn Write) ->
         say(log, format_args!("SKIPPED {why}"));
         report.skipped.push(why);
     }
+    say(
+        log,
+        format_args!("phase 6: the libvirt enforcer on {}", guests[0].name),
+    );
+    report.libvirt_tunables = Some(tunables::run(&guests[0], &lab.dir, &mut report.failures)?);
     if !report.agent_errors.is_empty() {
         report.failures.push(format!(
             "the agent reported errors: {:?}",
