@@ -13,6 +13,7 @@ use std::time::Duration;
 /// A connected link (client built, token read).
 pub struct PolicyLink {
     link: DaemonLink,
+    #[cfg(feature = "https")]
     token: String,
     #[cfg(feature = "https")]
     client: keel_drivers::https::BlockingClient,
@@ -57,7 +58,7 @@ impl PolicyLink {
         }
         #[cfg(not(feature = "https"))]
         {
-            let _ = (token, Duration::ZERO);
+            let _ = token;
             bail!(
                 "{}: [daemon] needs keel built with the `https` feature (on by default)",
                 config.display()
