@@ -507,4 +507,67 @@ mod tests {
             .collect();
         assert_eq!(hosts.iter().filter(|h| *h == "a").count(), 1);
     }
+
+    /// A host the driver reports in maintenance (Proxmox VE's HA
+    /// maintenance, say) is planned for exactly like one in the operator's
+    /// `rules.maintenance`: evacuated, never a target.
+    #[test]
+    fn a_host_the_driver_marks_in_maintenance_is_evacuated_like_the_operators() {
+        let host = |n: &str, maintenance: bool| HostInfo {
+            name: n.into(),
+            capacity: Resources::new(8.0, 16.0 * GIB, 0.0, 0.0),
+            maintenance,
+        };
+        let vm = |n: &str, h: &str, cpu: f64| SimVm {
+            name: n.into(),
+            host: h.into(),
+            size: Resources::new(2.0, 2.0 * GIB, 0.0, 0.0),
+            demand: vec![Resources::new(cpu, 1.0 * GIB, 0.0, 0.0)],
+        };
+        let vms = || {
+            vec![
+                vm("v1", "a", 0.5),
+                vm("v2", "a", 0.5),
+                vm("v3", "b", 1.9),
+                vm("v4", "b", 1.9),
+                vm("v5", "b", 1.9),
+            ]
+        };
+        let plan = |flagged: bool, rules: Rules| {
+            let hosts = vec![host("a", flagged), host("b", false), host("c", false)];
+            let driver = SimDriver::new(hosts, vms(), 60.0).unwrap();
+            let mut control = ControlLoop::new(driver, Box::new(KeelBalancer::default()), rules);
+            for _ in 0..3 {
+                control.sample().unwrap();
+                control.driver_mut().advance(60.0);
+            }
+            let proposal = control.propose().unwrap();
+            let mut moves: Vec<(String, String, String, MoveReason)> = proposal
+                .moves
+                .into_iter()
+                .map(|m| (m.vm, m.from, m.to, m.reason))
+                .collect();
+            moves.sort_by(|x, y| x.0.cmp(&y.0));
+            moves
+        };
+        let by_driver = plan(true, Rules::default());
+        let by_operator = plan(
+            false,
+            Rules {
+                maintenance: vec!["a".into()],
+                ..Rules::default()
+            },
+        );
+        assert_eq!(by_driver, by_operator);
+        assert!(
+            by_driver.iter().all(|(_, _, to, _)| to != "a"),
+            "{by_driver:?}"
+        );
+        let evacuated: Vec<&str> = by_driver
+            .iter()
+            .filter(|(_, from, _, reason)| from == "a" && *reason == MoveReason::Evacuation)
+            .map(|(vm, ..)| vm.as_str())
+            .collect();
+        assert_eq!(evacuated, ["v1", "v2"], "{by_driver:?}");
+    }
 }

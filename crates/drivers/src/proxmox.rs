@@ -2,8 +2,9 @@
 //! containers, through the cluster's public REST API with an API token.
 //!
 //! - Observe: one `GET /cluster/resources` per interval; node details
-//!   (`/nodes/{node}/status`) when a node appears or changes size; HA rules
-//!   and cluster options every `rules_refresh_seconds`. Guests are named by
+//!   (`/nodes/{node}/status`) when a node appears or changes size; HA rules,
+//!   cluster options and the HA status (nodes in HA maintenance, see
+//!   `ha_status.rs`) every `rules_refresh_seconds`. Guests are named by
 //!   vmid (Proxmox names need not be unique). Templates and stopped guests
 //!   are not running, so never balanced; locked guests are pinned.
 //! - Rules: HA rules and `keel-*` tags become Keel rules
@@ -21,6 +22,8 @@ pub mod config;
 #[cfg(feature = "proxmox")]
 mod client;
 #[cfg(feature = "proxmox")]
+mod ha_status;
+#[cfg(feature = "proxmox")]
 mod migrate;
 #[cfg(feature = "proxmox")]
 mod observe;
@@ -36,6 +39,7 @@ pub use driver::ProxmoxDriver;
 mod driver {
     use super::client::Api;
     use super::config::ProxmoxConfig;
+    use super::ha_status;
     use super::migrate::{outcome_since, Migration, Poll, Started};
     use super::observe::{self, CpuIntegrator, Guest, NodeDetails, NodeStatus, Resource};
     use super::rules::{cluster_rules, without_conflicts, HaRule, Pins};
@@ -44,7 +48,7 @@ mod driver {
     };
     use keel_model::{Resources, Rules};
     use serde_json::Value;
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
     use std::time::{Duration, Instant};
 
     /// A Proxmox VE cluster as a Keel driver.
@@ -57,6 +61,10 @@ mod driver {
         guests: HashMap<u64, Guest>,
         ha_rules: Vec<HaRule>,
         crs_auto_rebalance: bool,
+        /// Nodes whose HA LRM is in maintenance mode (as last read).
+        ha_maintenance: BTreeSet<String>,
+        /// The last HA status read failed (warned once until it works).
+        ha_status_failing: bool,
         settings_read: Option<Instant>,
         failed: HashMap<u64, Instant>,
         rules: Rules,
@@ -94,6 +102,8 @@ mod driver {
                 guests: HashMap::new(),
                 ha_rules: Vec::new(),
                 crs_auto_rebalance: false,
+                ha_maintenance: BTreeSet::new(),
+                ha_status_failing: false,
                 settings_read: None,
                 failed: HashMap::new(),
                 rules: Rules::default(),
@@ -108,6 +118,11 @@ mod driver {
         /// Whether the cluster's CRS rebalances on its own (as last read).
         pub fn crs_auto_rebalance(&self) -> bool {
             self.crs_auto_rebalance
+        }
+
+        /// Nodes in HA maintenance (as last read).
+        pub fn nodes_in_ha_maintenance(&self) -> impl Iterator<Item = &str> {
+            self.ha_maintenance.iter().map(String::as_str)
         }
 
         /// Whether Keel may migrate now (not blocked by CRS auto-rebalance).
@@ -143,8 +158,51 @@ mod driver {
                 }
             }
             self.crs_auto_rebalance = auto;
+            self.refresh_ha_status();
             self.settings_read = Some(Instant::now());
             Ok(())
+        }
+
+        /// Reads which nodes are in HA maintenance. A failure (no
+        /// Sys.Audit, a node's error, a timeout, an odd answer) keeps what
+        /// was known and is warned about once, until a read works again:
+        /// the observation goes on.
+        fn refresh_ha_status(&mut self) {
+            const PATH: &str = "/cluster/ha/status/current";
+            let read = self.api.get(PATH, &[], "Sys.Audit on /").and_then(|data| {
+                ha_status::nodes_in_maintenance(&data).map_err(|message| DriverError::Hypervisor {
+                    context: format!("GET {PATH}"),
+                    message,
+                })
+            });
+            match read {
+                Ok(nodes) => {
+                    for n in nodes.difference(&self.ha_maintenance) {
+                        tracing::info!(
+                            node = %n,
+                            "node in HA maintenance: Keel places nothing there \
+                             and leaves its HA-managed guests to the HA stack"
+                        );
+                    }
+                    for n in self.ha_maintenance.difference(&nodes) {
+                        tracing::info!(node = %n, "node out of HA maintenance");
+                    }
+                    self.ha_maintenance = nodes;
+                    self.ha_status_failing = false;
+                }
+                Err(e) => {
+                    if !self.ha_status_failing {
+                        let known: Vec<&str> = self.nodes_in_ha_maintenance().collect();
+                        tracing::warn!(
+                            error = %e,
+                            in_maintenance = ?known,
+                            "reading the HA status failed: nodes in HA maintenance kept as last known \
+                             (warned once until a read works)"
+                        );
+                    }
+                    self.ha_status_failing = true;
+                }
+            }
         }
 
         fn refresh_nodes(&mut self, nodes: &[observe::NodeEntry]) {
@@ -191,6 +249,12 @@ mod driver {
                 return Err(DriverError::Hypervisor {
                     context: format!("migrating {vmid} from {} to {}", request.from, request.to),
                     message: format!("the guest is on {} now; move dropped", guest.node),
+                });
+            }
+            if self.ha_maintenance.contains(request.to) {
+                return Err(DriverError::Hypervisor {
+                    context: format!("migrating {vmid} from {} to {}", request.from, request.to),
+                    message: format!("node {} is in HA maintenance; move dropped", request.to),
                 });
             }
             if !self.may_act() {
@@ -289,12 +353,13 @@ mod driver {
             self.refresh_nodes(&snapshot.nodes);
             self.node_details
                 .retain(|name, _| snapshot.nodes.iter().any(|n| n.online && n.name == *name));
-            let hosts = observe::hosts(&snapshot.nodes, &self.node_details);
+            let hosts = observe::hosts(&snapshot.nodes, &self.node_details, &self.ha_maintenance);
             let hold = Duration::from_secs_f64(self.config.failed_migration_hold_seconds);
             self.failed.retain(|_, at| at.elapsed() < hold);
             let pins = Pins {
                 pin_containers: !self.config.allow_container_restart,
                 failed: self.failed.keys().copied().collect(),
+                ha_maintenance: self.ha_maintenance.clone(),
             };
             let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
             let rules = cluster_rules(&snapshot.guests, &names, &self.ha_rules, &pins);

@@ -7,7 +7,7 @@
 use crate::{UsageCounters, VmObservation};
 use keel_model::{HostInfo, Resources};
 use serde::{Deserialize, Deserializer};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// One entry of `GET /cluster/resources` (nodes, guests; others ignored).
 /// Every field but `id` and `type` is optional in the schema.
@@ -247,8 +247,13 @@ pub(crate) struct Memory {
 }
 
 /// The hosts of an observation: online nodes with their capacity (from
-/// `details` where read, else the resource list's sizes).
-pub(crate) fn hosts(nodes: &[NodeEntry], details: &HashMap<String, NodeDetails>) -> Vec<HostInfo> {
+/// `details` where read, else the resource list's sizes), in maintenance
+/// when their HA LRM is (`ha_maintenance`).
+pub(crate) fn hosts(
+    nodes: &[NodeEntry],
+    details: &HashMap<String, NodeDetails>,
+    ha_maintenance: &BTreeSet<String>,
+) -> Vec<HostInfo> {
     nodes
         .iter()
         .filter(|n| n.online)
@@ -258,7 +263,7 @@ pub(crate) fn hosts(nodes: &[NodeEntry], details: &HashMap<String, NodeDetails>)
                 .get(&n.name)
                 .map(|d| d.capacity)
                 .unwrap_or_else(|| Resources::new(n.maxcpu, n.maxmem, 0.0, 0.0)),
-            maintenance: false,
+            maintenance: ha_maintenance.contains(&n.name),
         })
         .collect()
 }
@@ -312,9 +317,18 @@ mod tests {
         assert_eq!(s.guests[0].tags, vec!["keel-ignore", "prod"]);
         let s = split(&list, 14.0, &mut cpu);
         assert_eq!(s.vms[0].counters.cpu_seconds, 4.0, "0.5 x 2 cores x 4 s");
-        let hosts = hosts(&s.nodes, &HashMap::new());
+        let hosts = hosts(&s.nodes, &HashMap::new(), &BTreeSet::new());
         assert_eq!(hosts.len(), 1);
         assert_eq!(hosts[0].capacity.cpu_cores, 8.0);
+        assert!(!hosts[0].maintenance);
+        let serviced = BTreeSet::from(["a".to_string(), "b".to_string()]);
+        let hosts = super::hosts(&s.nodes, &HashMap::new(), &serviced);
+        assert_eq!(
+            hosts.len(),
+            1,
+            "an offline node in maintenance is still left out"
+        );
+        assert!(hosts[0].maintenance);
     }
 
     #[test]

@@ -15,12 +15,16 @@
 //! | tag `keel-prefer-<node>` | `vm_host` should `<node>` |
 //! | tag `keel-prefer-not-<node>` | `vm_host` should not `<node>` |
 //! | tag `keel-ignore`, a config lock, a running container without `allow_container_restart`, a guest whose last migration failed | `pin` (stays, still counted) |
+//! | an HA-managed guest on a node in HA maintenance | `pin` (the HA stack moves it, not Keel) |
+//!
+//! The node in HA maintenance itself is not a rule: the observation marks
+//! it `maintenance` (see `ha_status.rs`).
 
 use super::observe::{Guest, GuestKind};
 use keel_model::rules::{VmGroupRule, VmHostRule};
 use keel_model::{Cluster, ClusterSnapshot, RuleError, Rules, VmHostKind, VmInfo};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// One HA rule as `GET /cluster/ha/rules` lists it.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +51,9 @@ pub(crate) struct Pins {
     pub pin_containers: bool,
     /// Guests whose last migration failed recently (vmids).
     pub failed: HashSet<u64>,
+    /// Nodes in HA maintenance: their HA-managed guests are the HA
+    /// stack's to move (Keel moving them too would race it).
+    pub ha_maintenance: BTreeSet<String>,
 }
 
 /// Keel rules for the running guests of `guests` on `nodes`. Rules never
@@ -66,6 +73,8 @@ pub(crate) fn cluster_rules(
     for g in &running {
         let why = if g.lock.is_some() {
             Some("proxmox: locked guests")
+        } else if g.ha && pins.ha_maintenance.contains(&g.node) {
+            Some("proxmox: HA-managed on a node in HA maintenance (HA moves them)")
         } else if g.tags.iter().any(|t| t == "keel-ignore") {
             Some("tag: keel-ignore")
         } else if pins.pin_containers && g.kind == GuestKind::Lxc {
@@ -368,6 +377,30 @@ mod tests {
             .map(|s| s.as_str())
             .collect();
         assert_eq!(pinned, ["104", "103"]);
+    }
+
+    #[test]
+    fn ha_guests_on_a_node_in_ha_maintenance_are_left_to_ha() {
+        let nodes = vec!["a".to_string(), "b".to_string()];
+        let q = GuestKind::Qemu;
+        let mut ha_on_a = guest(100, q, "a", &["keel-anti-affinity-x"]);
+        ha_on_a.ha = true;
+        let mut ha_on_b = guest(101, q, "b", &["keel-anti-affinity-x"]);
+        ha_on_b.ha = true;
+        let plain_on_a = guest(102, q, "a", &["keel-anti-affinity-x"]);
+        let pins = Pins {
+            ha_maintenance: BTreeSet::from(["a".to_string()]),
+            ..Pins::default()
+        };
+        let rules = cluster_rules(&[ha_on_a, ha_on_b, plain_on_a], &nodes, &[], &pins);
+        assert_eq!(rules.pin.len(), 1);
+        assert!(rules.pin[0].name.contains("HA maintenance"));
+        assert_eq!(rules.pin[0].vms, ["100"], "only the HA guest on the node");
+        assert_eq!(
+            rules.anti_affinity[0].vms,
+            ["101", "102"],
+            "a pinned guest leaves the group rules"
+        );
     }
 
     #[test]

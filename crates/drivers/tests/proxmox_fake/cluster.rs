@@ -1,5 +1,5 @@
-//! The fake's cluster: nodes, guests, HA rules, CRS options and tasks,
-//! and what each endpoint answers. Tasks advance lazily: every request
+//! The fake's cluster: nodes, guests, HA rules, HA status (nodes in HA
+//! maintenance), CRS options and tasks, and what each endpoint answers. Tasks advance lazily: every request
 //! first finishes the tasks whose time is up.
 
 use serde_json::{json, Value};
@@ -13,6 +13,9 @@ pub struct FakeNode {
     pub online: bool,
     pub cpus: u32,
     pub memory_bytes: u64,
+    /// Its HA LRM is in maintenance mode (`ha-manager crm-command
+    /// node-maintenance enable`). The fake does not move HA guests away.
+    pub ha_maintenance: bool,
 }
 
 /// A guest (`qemu` or `lxc`).
@@ -117,6 +120,7 @@ impl FakeCluster {
                     online: true,
                     cpus,
                     memory_bytes: gib << 30,
+                    ha_maintenance: false,
                 })
                 .collect(),
             guests: Vec::new(),
@@ -321,6 +325,7 @@ impl FakeCluster {
                 }))
             }
             ("GET", ["cluster", "ha", "rules"]) => Ok(Value::Array(self.ha_rules.clone())),
+            ("GET", ["cluster", "ha", "status", "current"]) => Ok(self.ha_status()),
             ("GET", ["cluster", "options"]) => {
                 let mut o = json!({"keyboard": "en-us"});
                 if !self.crs.is_empty() {
@@ -381,6 +386,48 @@ impl FakeCluster {
             }
             _ => Err((501, format!("the fake does not implement {method} {path}"))),
         }
+    }
+
+    /// `/cluster/ha/status/current` as Proxmox VE words it: quorum, the
+    /// CRM master, one `lrm` entry per node (`NODE (STATE, TIME)`), one
+    /// `service` entry per HA-managed guest.
+    fn ha_status(&self) -> Value {
+        let time = "Thu Nov 26 13:00:00 2026";
+        let timestamp = 1_764_162_000u64;
+        let master = self.nodes.iter().find(|n| n.online).map(|n| n.name.clone());
+        let mut out = vec![json!({"id": "quorum", "type": "quorum",
+            "node": master.clone().unwrap_or_default(), "status": "OK", "quorate": 1})];
+        if let Some(m) = &master {
+            out.push(json!({"id": "master", "type": "master", "node": m,
+                "status": format!("{m} (active, {time})"), "timestamp": timestamp}));
+        }
+        for n in &self.nodes {
+            let has_ha = self
+                .guests
+                .iter()
+                .any(|g| g.node == n.name && g.hastate.is_some());
+            let state = match (n.online, n.ha_maintenance) {
+                (_, true) => "maintenance mode",
+                (false, false) => "old timestamp - dead?",
+                (true, false) if has_ha => "active",
+                (true, false) => "idle",
+            };
+            out.push(
+                json!({"id": format!("lrm:{}", n.name), "type": "lrm", "node": n.name,
+                "status": format!("{} ({state}, {time})", n.name), "timestamp": timestamp}),
+            );
+        }
+        for g in self.guests.iter().filter(|g| g.hastate.is_some()) {
+            let kind = if g.kind == "qemu" { "vm" } else { "ct" };
+            let sid = format!("{kind}:{}", g.vmid);
+            let state = g.hastate.clone().unwrap_or_default();
+            out.push(
+                json!({"id": format!("service:{sid}"), "type": "service", "sid": sid,
+                "node": g.node, "crm_state": state, "state": state, "request_state": "started",
+                "status": format!("{sid} ({}, {state})", g.node)}),
+            );
+        }
+        Value::Array(out)
     }
 
     fn resources(&self, kind: Option<&str>, seconds: f64) -> Value {
