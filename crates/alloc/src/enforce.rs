@@ -37,12 +37,18 @@ pub enum Enforce {
     Libvirt,
 }
 
-/// A `key : value` listing of `virsh schedinfo` / `virsh memtune`.
-fn field(text: &str, key: &str) -> Option<String> {
-    text.lines().find_map(|l| {
+/// The `key : value` pairs of a `virsh schedinfo` / `memtune` /
+/// `blkiotune` listing, trimmed, in order.
+pub fn listing_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|l| {
         let (k, v) = l.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_string())
+        Some((k.trim(), v.trim()))
     })
+}
+
+/// One value of such a listing.
+fn field(text: &str, key: &str) -> Option<String> {
+    listing_fields(text).find_map(|(k, v)| (k == key).then(|| v.to_string()))
 }
 
 /// The `schedinfo` parameters for `s`, as `virsh schedinfo` prints them.

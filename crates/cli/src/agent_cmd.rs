@@ -88,11 +88,11 @@ pub fn run(args: AgentArgs) -> Result<()> {
         .and_then(|t| cpuinfo_mhz(&t));
     let mut cfg = AgentConfig::from_toml(&text, mhz)
         .with_context(|| format!("{}: invalid agent config", args.config.display()))?;
-    let link = match &cfg.daemon {
+    let mut link = match &cfg.daemon {
         Some(d) => Some(PolicyLink::connect(d, &args.config)?),
         None => None,
     };
-    if let Some(link) = &link {
+    if let Some(link) = &mut link {
         cfg.policy = first_policy(link, args.check)?;
     }
     let source = ProcSource::default();
@@ -192,7 +192,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
 
 /// The policy to start with: the daemon's; else (daemon unreachable, not
 /// `--check`) the cached one; else none until the daemon answers.
-fn first_policy(link: &PolicyLink, check: bool) -> Result<AllocConfig> {
+fn first_policy(link: &mut PolicyLink, check: bool) -> Result<AllocConfig> {
     match link.fetch() {
         Ok(p) => {
             if !check {
@@ -221,7 +221,7 @@ fn first_policy(link: &PolicyLink, check: bool) -> Result<AllocConfig> {
 /// change to the control loop through `pending`. Failures are reported
 /// once until the daemon answers again; the policy in force stays.
 fn follow(
-    link: PolicyLink,
+    mut link: PolicyLink,
     mut last: AllocConfig,
     pending: &Mutex<Option<AllocConfig>>,
     stop: &AtomicBool,

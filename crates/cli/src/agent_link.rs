@@ -13,6 +13,8 @@ use std::time::Duration;
 /// A connected link (client built, token read).
 pub struct PolicyLink {
     link: DaemonLink,
+    /// The policy last written to the cache file.
+    kept: Option<AllocConfig>,
     #[cfg(feature = "https")]
     token: String,
     #[cfg(feature = "https")]
@@ -52,6 +54,7 @@ impl PolicyLink {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             Ok(PolicyLink {
                 link: link.clone(),
+                kept: None,
                 token,
                 client,
             })
@@ -71,17 +74,21 @@ impl PolicyLink {
         &self.link.url
     }
 
-    /// The policy the daemon holds now; on success also written to the
-    /// cache file (a failure to write it is only reported).
-    pub fn fetch(&self) -> Result<AllocConfig> {
+    /// The policy the daemon holds now; when it differs from the one last
+    /// kept, also written to the cache file (a failure to write it is only
+    /// reported, and tried again at the next fetch).
+    pub fn fetch(&mut self) -> Result<AllocConfig> {
         let url = self.link.policy_url();
         let policy = self.get(&url)?;
         if let Some(path) = &self.link.cache_file {
-            if let Err(e) = write_cache(path, &policy) {
-                eprintln!(
-                    "keel agent: warning: cannot keep the policy in {}: {e:#}",
-                    path.display()
-                );
+            if self.kept.as_ref() != Some(&policy) {
+                match write_cache(path, &policy) {
+                    Ok(()) => self.kept = Some(policy.clone()),
+                    Err(e) => eprintln!(
+                        "keel agent: warning: cannot keep the policy in {}: {e:#}",
+                        path.display()
+                    ),
+                }
             }
         }
         Ok(policy)
@@ -94,11 +101,14 @@ impl PolicyLink {
             .get(url)
             .bearer_auth(&self.token)
             .send()
-            .map_err(|e| anyhow::anyhow!("GET {url}: {}", chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!("GET {url}: {}", keel_drivers::https::error_chain(&e)))?;
         let status = reply.status();
-        let body = reply
-            .bytes()
-            .map_err(|e| anyhow::anyhow!("GET {url}: reading the answer: {}", chain(&e)))?;
+        let body = reply.bytes().map_err(|e| {
+            anyhow::anyhow!(
+                "GET {url}: reading the answer: {}",
+                keel_drivers::https::error_chain(&e)
+            )
+        })?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -135,18 +145,6 @@ impl PolicyLink {
             }
         }
     }
-}
-
-/// An error with its causes, on one line.
-#[cfg(feature = "https")]
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// Writes `policy` as JSON to `path` through a temporary file and a rename,

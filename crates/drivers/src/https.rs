@@ -37,6 +37,23 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// An error and its causes on one line, each cause once (reqwest's
+/// Display hides the cause, which is where TLS and connection failures
+/// say what happened).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(feature = "https")]
 pub use tls::{blocking_client, client_config, colon_hex};
 
@@ -117,15 +134,7 @@ mod tls {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                text
-            })
+            .map_err(|e| super::error_chain(&e))
     }
 
     /// Hex with colons, as `pvenode cert info` prints fingerprints.

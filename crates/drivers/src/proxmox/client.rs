@@ -7,6 +7,7 @@
 //! not an async task (the daemon calls drivers from `spawn_blocking`).
 
 use super::config::ProxmoxConfig;
+use crate::https::error_chain;
 use crate::DriverError;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -206,22 +207,6 @@ fn server_message(body: &[u8]) -> Option<String> {
         }
     }
     (!parts.is_empty()).then(|| parts.join("; "))
-}
-
-/// An error and its causes, one line (reqwest's Display hides the cause,
-/// which is where TLS and connection failures say what happened).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// `application/x-www-form-urlencoded` of `params` (also the query form).

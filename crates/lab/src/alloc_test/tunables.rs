@@ -11,7 +11,7 @@
 
 use super::Guest;
 use crate::error::Result;
-use keel_alloc::enforce::{device_path, VirshTunables};
+use keel_alloc::enforce::{device_path, listing_fields, VirshTunables};
 use keel_alloc::observe::ProcSource;
 use keel_alloc::plan::Settings;
 use serde::Serialize;
@@ -47,11 +47,8 @@ fn listing(uri: &str, verb: &str, vm: &str) -> BTreeMap<String, String> {
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((format!("{verb}.{}", k.trim()), v.trim().to_string()))
-        })
+    listing_fields(&text)
+        .map(|(k, v)| (format!("{verb}.{k}"), v.to_string()))
         .collect()
 }
 
