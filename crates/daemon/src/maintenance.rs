@@ -3,10 +3,9 @@
 //! the operator asked for it) and leave. A host is safe to service when the
 //! cluster view shows it empty (`safe_to_service`).
 
-use crate::control::{ControlError, ControlLoop};
+use crate::control::ControlLoop;
 use crate::plans::{PlanState, Trigger};
 use crate::service::{new_plan, DynDriver, Service, ServiceError};
-use keel_drivers::Driver;
 use keel_policy::balance::{KeelBalancer, PlannerConfig};
 
 impl Service {
@@ -76,12 +75,7 @@ impl Service {
         if known {
             return Ok(());
         }
-        let observation = self.observed(
-            control
-                .driver_mut()
-                .observe()
-                .map_err(ControlError::Observe),
-        )?;
+        let observation = self.observe_now(control)?;
         if observation.hosts.iter().any(|h| h.name == host) {
             Ok(())
         } else {

@@ -64,12 +64,7 @@ impl Service {
         let unfinished = store.unfinished_actions()?;
         let now = self.now_unix_ms();
         if !unfinished.is_empty() {
-            let observation = self.observed(
-                control
-                    .driver_mut()
-                    .observe()
-                    .map_err(crate::control::ControlError::Observe),
-            )?;
+            let observation = self.observe_now(control)?;
             let placement: HashMap<&str, &str> = observation
                 .vms
                 .iter()

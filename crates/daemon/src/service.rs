@@ -254,6 +254,19 @@ impl Service {
         Ok(r?)
     }
 
+    /// The cluster as the driver sees it now (a driver error counted).
+    pub(crate) fn observe_now(
+        &self,
+        control: &mut ControlLoop<DynDriver>,
+    ) -> Result<Observation, ServiceError> {
+        self.observed(
+            control
+                .driver_mut()
+                .observe()
+                .map_err(ControlError::Observe),
+        )
+    }
+
     pub(crate) fn refresh_view(
         &self,
         control: &mut ControlLoop<DynDriver>,
@@ -370,12 +383,7 @@ impl Service {
     pub fn begin_apply(&self, id: u64, who: &str) -> Result<PlanRecord, ServiceError> {
         let mut control = self.control();
         let moves = self.status().plans.get(id)?.moves.clone();
-        let observation = self.observed(
-            control
-                .driver_mut()
-                .observe()
-                .map_err(ControlError::Observe),
-        )?;
+        let observation = self.observe_now(&mut control)?;
         let now = self.clock.now_unix_ms();
         let mut status = self.status_mut();
         status.plans.get(id).and_then(|p| {
