@@ -3,10 +3,11 @@
 
 use crate::output::OutputFormat;
 use anyhow::{bail, Context, Result};
+use keel_control::replay::{run_balance, BalanceReport, BalanceSimConfig};
 use keel_model::WorkloadTrace;
 use keel_policy::balance::{Balancer, KeelBalancer, NoBalancer};
-use keel_sim::balance::{run_balance, BalanceReport, BalanceSimConfig};
 use std::io::Write;
+use std::sync::Arc;
 
 /// Every balancer `--balancer all` compares, in table order.
 pub const BALANCERS: [&str; 5] = ["none", "crs", "proxlb", "watcher", "keel"];
@@ -42,7 +43,7 @@ pub fn parse_balancers(spec: &str) -> Result<Vec<String>> {
 
 /// Runs every balancer on `trace` (in parallel, one per core) and prints the reports.
 pub fn run(
-    trace: &WorkloadTrace,
+    trace: &Arc<WorkloadTrace>,
     names: &[String],
     config: &BalanceSimConfig,
     format: OutputFormat,
@@ -56,9 +57,8 @@ pub fn run(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(name) = names.get(i) else { break };
-                let result = make_balancer(name).and_then(|mut b| {
-                    run_balance(trace, config, b.as_mut())
-                        .with_context(|| format!("balancing with {name}"))
+                let result = make_balancer(name).and_then(|b| {
+                    run_balance(trace, config, b).with_context(|| format!("balancing with {name}"))
                 });
                 results.lock().expect("no worker panics")[i] = Some(result);
             });

@@ -18,6 +18,7 @@ mod reference;
 mod serve_cmd;
 mod sim_cmd;
 mod toml_input;
+mod why_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -69,6 +70,10 @@ enum Command {
     /// result to their cgroups; undo everything on exit (see
     /// docs/allocation.md). Needs root.
     Agent(agent_cmd::AgentArgs),
+    /// Why did Keel move a VM? Asks `keel serve` for the VM's migrations and
+    /// prints, for each, the round and plan that decided it, the reason,
+    /// benefit and cost, the inputs the decision used and the outcome.
+    Why(why_cmd::WhyArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => agent_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Why(args) => why_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

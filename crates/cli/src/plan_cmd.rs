@@ -85,6 +85,11 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
     format: PlanFormat,
+    /// Print what each move's decision used (demand, reservation, limit,
+    /// shares, migration-cost inputs, source and target loads before and
+    /// after), as `keel why` does for moves Keel made.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// One move as printed.
@@ -98,6 +103,8 @@ struct MoveOut<'a> {
     migration_seconds: f64,
     migrated_bytes: f64,
     imbalance_reduction: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<keel_control::MoveInputs>,
 }
 
 /// One host's predicted load (fractions of capacity).
@@ -157,11 +164,28 @@ pub fn run(args: PlanArgs) -> Result<ExitCode> {
     };
     let (plan, exact_optimal, plan_ms) = make_plan(&args, &input)?;
     let loads = predicted_loads(&cluster, &plan);
+    let decided_by = match report_level(&args) {
+        Some(level) => format!("{}, level {level}", balancer_label(args.balancer)),
+        None => balancer_label(args.balancer).to_string(),
+    };
+    let mut inputs = if args.explain {
+        let given = || "given in the state file".to_string();
+        keel_control::explain(
+            &cluster,
+            &plan.moves,
+            |_| 0,
+            (given(), given()),
+            &decided_by,
+        )
+    } else {
+        Vec::new()
+    }
+    .into_iter();
     let host = |h: HostId| cluster.hosts[h.index()].name.as_str();
     let vm = |v: keel_model::VmId| cluster.vms[v.index()].name.as_str();
     let report = Report {
         balancer: balancer_label(args.balancer),
-        level: (args.balancer == BalancerName::Keel && !args.exact).then_some(args.level),
+        level: report_level(&args),
         exact: args.exact,
         exact_optimal,
         hosts: cluster.hosts.len(),
@@ -178,6 +202,7 @@ pub fn run(args: PlanArgs) -> Result<ExitCode> {
                 migration_seconds: m.cost_seconds,
                 migrated_bytes: m.migrated_bytes,
                 imbalance_reduction: m.imbalance_reduction,
+                inputs: inputs.next(),
             })
             .collect(),
         imbalance_before: &plan.imbalance_before,
@@ -218,6 +243,10 @@ pub fn run(args: PlanArgs) -> Result<ExitCode> {
         );
         Ok(ExitCode::from(EXIT_UNRESOLVED))
     }
+}
+
+fn report_level(args: &PlanArgs) -> Option<u8> {
+    (args.balancer == BalancerName::Keel && !args.exact).then_some(args.level)
 }
 
 fn balancer_label(b: BalancerName) -> &'static str {
@@ -406,6 +435,18 @@ fn write_table(out: &mut impl Write, r: &Report<'_>) -> Result<()> {
             .collect();
         let header = ["wave", "VM", "from", "to", "reason", "migration s", "GiB"];
         write_rows(out, &header, &rows, 5)?;
+        for m in r.moves.iter().filter(|m| m.inputs.is_some()) {
+            let mut text = format!(
+                "{}: {} -> {} ({}, imbalance -{:.4})\n",
+                m.vm,
+                m.from,
+                m.to,
+                reason_text(m.reason),
+                m.imbalance_reduction
+            );
+            crate::why_cmd::render_inputs(&mut text, &serde_json::to_value(&m.inputs)?);
+            write!(out, "{text}")?;
+        }
     }
     writeln!(out)?;
     let (b, a) = (r.imbalance_before, r.imbalance_after);

@@ -43,7 +43,7 @@ fn parse_automation(s: &str) -> Result<Automation, String> {
     }
 }
 
-fn default_data_dir() -> Result<PathBuf> {
+pub(crate) fn default_data_dir() -> Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("keel"));
     }

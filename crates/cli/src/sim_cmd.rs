@@ -144,7 +144,7 @@ fn run_balance_mode(args: &SimArgs) -> Result<()> {
     let hosts = args
         .hosts
         .unwrap_or_else(|| trace.vms.len().div_ceil(20).max(2));
-    let mut config = keel_sim::balance::BalanceSimConfig::new(hosts);
+    let mut config = keel_control::replay::BalanceSimConfig::new(hosts);
     config.interval_seconds = args.interval;
     if !(args.vcpus_per_core.is_finite() && args.vcpus_per_core > 0.0) {
         anyhow::bail!(
@@ -157,7 +157,13 @@ fn run_balance_mode(args: &SimArgs) -> Result<()> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    crate::balance_cmd::run(&trace, &names, &config, args.format, jobs)
+    crate::balance_cmd::run(
+        &std::sync::Arc::new(trace),
+        &names,
+        &config,
+        args.format,
+        jobs,
+    )
 }
 
 fn parse_policies(spec: &str) -> Result<Vec<ConsolidationPolicy>> {

@@ -111,7 +111,7 @@ impl From<ServiceError> for ApiError {
                 message,
             ),
             ServiceError::NoHost(_) => Self::new(StatusCode::CONFLICT, "no_host", message),
-            ServiceError::InvalidRules(_) => {
+            ServiceError::InvalidRules(_) | ServiceError::RulesDoNotFit(_) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules", message)
             }
             ServiceError::RuleExists { .. } => Self::new(StatusCode::CONFLICT, "conflict", message),

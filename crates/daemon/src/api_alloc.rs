@@ -16,8 +16,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use keel_alloc::config::{AllocConfig, ConfigError};
+use keel_alloc::config::{AllocConfig, Bounds, ConfigError, PoolAlloc, VmAlloc};
 use keel_alloc::units::Units;
+use keel_control::VmAllocation;
+use keel_model::Resources;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The routes of this module, to merge into the guarded router.
@@ -97,6 +100,13 @@ async fn replace(
             .map_err(|_| invalid("allocation policy unavailable"))?;
         *stored = policy.clone();
     }
+    let service = state.service.clone();
+    let entitled = vm_allocations(&policy);
+    blocking(move || {
+        service.control().set_allocation(entitled);
+        Ok(())
+    })
+    .await?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let service = state.service.clone();
     let vms = policy.vm_names().len();
@@ -110,6 +120,39 @@ async fn replace(
     .await?;
     tracing::info!(vms, "allocation policy replaced through the API");
     Ok(Json(policy).into_response())
+}
+
+/// What the policy gives each VM it names, for the planner: its own
+/// reservation, limit and shares (a VM in a pool keeps its own values; the
+/// pool's bounds divide a host's capacity among its members, which the
+/// agents enforce and the planner does not model). A resource without a
+/// limit is unbounded (`f64::MAX`, so the VM's size caps it); network has
+/// no allocation.
+pub fn vm_allocations(policy: &AllocConfig) -> HashMap<String, VmAllocation> {
+    fn one(vm: &VmAlloc) -> VmAllocation {
+        let [cpu, memory, disk] = vm.bounds();
+        let limit = |b: &Bounds| b.limit.unwrap_or(f64::MAX);
+        let has_limit = [cpu, memory, disk].iter().any(|b| b.limit.is_some());
+        VmAllocation {
+            reservation: Resources::new(cpu.reservation, memory.reservation, disk.reservation, 0.0),
+            limit: has_limit
+                .then(|| Resources::new(limit(&cpu), limit(&memory), limit(&disk), f64::MAX)),
+            shares: vm
+                .effective_shares()
+                .unwrap_or(keel_alloc::config::DEFAULT_SHARES),
+        }
+    }
+    fn walk(vms: &[VmAlloc], pools: &[PoolAlloc], out: &mut HashMap<String, VmAllocation>) {
+        for vm in vms {
+            out.insert(vm.name.clone(), one(vm));
+        }
+        for pool in pools {
+            walk(&pool.vm, &pool.pool, out);
+        }
+    }
+    let mut out = HashMap::new();
+    walk(&policy.vm, &policy.pool, &mut out);
+    out
 }
 
 /// Key of the policy (the JSON the operator sent) in the store's meta table.
@@ -132,6 +175,7 @@ pub(crate) fn remembered(service: &crate::service::Service) -> AllocConfig {
                 vms = policy.vm_names().len(),
                 "allocation policy restored from the history database"
             );
+            service.control().set_allocation(vm_allocations(&policy));
             policy
         }
         Err(e) => {

@@ -64,6 +64,10 @@ pub struct DaemonConfig {
     pub history: HistoryConfig,
     /// HTTPS: certificate and key PEM files (default: plain HTTP).
     pub tls: Option<TlsConfig>,
+    /// Migration-cost inputs for VMs whose driver reports none (memory
+    /// dirty rate, local disk; default 0: docs/architecture.md says what
+    /// each driver reports).
+    pub migration_defaults: keel_control::MigrationDefaults,
 }
 
 impl Default for DaemonConfig {
@@ -82,6 +86,7 @@ impl Default for DaemonConfig {
             rules: Rules::default(),
             history: HistoryConfig::default(),
             tls: None,
+            migration_defaults: keel_control::MigrationDefaults::default(),
         }
     }
 }
@@ -281,6 +286,7 @@ impl DaemonConfig {
             automation: self.automation,
             planner: self.planner,
             rules: self.rules.clone(),
+            migration_defaults: self.migration_defaults,
         };
         Ok(Service::new(driver, config, clock, store))
     }

@@ -209,6 +209,23 @@ impl Driver for AcceleratedSim {
         }
         self.sim.migrate(request)
     }
+
+    fn runs_waves_concurrently(&self) -> bool {
+        // With a wall-clock delay per migration (tests that must catch the
+        // daemon mid-plan) moves run one by one, each recorded as it starts.
+        self.migration_delay.is_zero() && self.sim.runs_waves_concurrently()
+    }
+
+    fn migrate_wave(
+        &mut self,
+        requests: &[MigrationRequest<'_>],
+    ) -> Vec<Result<MigrationOutcome, DriverError>> {
+        if self.migration_delay.is_zero() {
+            self.sim.migrate_wave(requests)
+        } else {
+            requests.iter().map(|r| self.migrate(r)).collect()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -170,16 +170,80 @@ pub async fn audit(
     Ok(Json(serde_json::json!({ "entries": entries })).into_response())
 }
 
-/// `GET /api/v1/actions` (only `limit`): the migrations Keel started.
+/// `GET /api/v1/actions` (`limit`, and `vm`): the migrations Keel started;
+/// with `vm=NAME`, that VM's, each with the plan and round that decided it
+/// and what the decision used (`keel why`).
 pub async fn actions(
     State(state): State<Arc<AppState>>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let service = state.service.clone();
-    let q = parse_query(raw.as_deref(), service.now_unix_ms(), false)?;
-    let actions =
-        blocking(move || Ok::<_, ServiceError>(service.store().actions(q.limit)?)).await?;
-    Ok(Json(serde_json::json!({ "actions": actions })).into_response())
+    let (vm, rest) = take_param(raw.as_deref(), "vm")?;
+    let q = parse_query(rest.as_deref(), service.now_unix_ms(), false)?;
+    match vm {
+        None => {
+            let actions =
+                blocking(move || Ok::<_, ServiceError>(service.store().actions(q.limit)?)).await?;
+            Ok(Json(serde_json::json!({ "actions": actions })).into_response())
+        }
+        Some(vm) => {
+            let name = vm.clone();
+            let actions = blocking(move || {
+                Ok::<_, ServiceError>(service.store().actions_of_vm(&name, q.limit)?)
+            })
+            .await?;
+            Ok(Json(serde_json::json!({ "vm": vm, "actions": actions })).into_response())
+        }
+    }
+}
+
+/// Takes parameter `key` out of a raw query (percent-decoded; given at
+/// most once, not empty) and returns it with the rest of the query.
+fn take_param(raw: Option<&str>, key: &str) -> Result<(Option<String>, Option<String>), ApiError> {
+    let mut value = None;
+    let mut rest = Vec::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if k == key => {
+                let decoded = percent_decode(v).filter(|d| !d.is_empty()).ok_or_else(|| {
+                    bad(format!(
+                        "query parameter {key} = {v:?}: expected a percent-encoded UTF-8 name"
+                    ))
+                })?;
+                if value.replace(decoded).is_some() {
+                    return Err(bad(format!("query parameter {key} given twice")));
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    Ok((value, (!rest.is_empty()).then(|| rest.join("&"))))
+}
+
+/// Decodes `%XX` escapes and `+` (a space); `None` on a bad escape or
+/// bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -210,5 +274,19 @@ mod tests {
         }
         let e = parse_query(Some("since_ms=1"), now, false).unwrap_err();
         assert!(e.message.contains("takes limit"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_vm_parameter_is_taken_decoded_and_checked() {
+        let (vm, rest) = take_param(Some("limit=3&vm=web%2D1+a"), "vm").unwrap();
+        assert_eq!(vm.as_deref(), Some("web-1 a"));
+        assert_eq!(rest.as_deref(), Some("limit=3"));
+        let (vm, rest) = take_param(None, "vm").unwrap();
+        assert_eq!((vm, rest), (None, None));
+        for raw in ["vm=", "vm=%zz", "vm=%ff", "vm=a&vm=b", "vm=%4"] {
+            let e = take_param(Some(raw), "vm").unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{raw}");
+            assert!(e.message.contains("vm"), "{raw}: {}", e.message);
+        }
     }
 }

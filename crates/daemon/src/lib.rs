@@ -1,11 +1,11 @@
-//! Keel's daemon layer: the control loop that turns a driver's observations
-//! into demand estimates, asks a balancer for a plan and executes it through
-//! the driver; automation levels and plans with their states; the REST API,
-//! bearer-token authentication and Prometheus metrics of `keel serve`. It
-//! holds no policy logic of its own: estimation and planning are
-//! `keel-policy`'s, acting is the driver's. Time comes from a [`Clock`].
+//! Keel's daemon layer around the one control loop (`keel-control`):
+//! automation levels and plans with their states, the history store, the
+//! REST API, bearer-token authentication and Prometheus metrics of `keel
+//! serve`. It holds no policy logic and no loop of its own: observing,
+//! estimating, planning, checking and acting are `keel-control`'s (with
+//! `keel-policy` deciding and the driver acting). Time comes from a [`Clock`].
 //!
-//! Modules: [`control`] (one round against any driver), [`plans`] (ids,
+//! Modules: [`control`] (the loop's types, re-exported), [`plans`] (ids,
 //! states, reasons), [`service`] (automation, maintenance, the shared
 //! state), [`view`] (cluster view and /metrics), [`api`] (routes),
 //! [`auth`] (the token), [`dashboard`] (the web page), [`server`] (HTTP
@@ -21,7 +21,10 @@ mod api_settings;
 pub mod auth;
 pub mod clock;
 pub mod config;
-pub mod control;
+/// The control loop the daemon drives (`keel-control`), re-exported.
+pub mod control {
+    pub use keel_control::*;
+}
 pub mod dashboard;
 pub mod demo;
 pub mod history_api;

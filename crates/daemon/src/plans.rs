@@ -337,22 +337,30 @@ impl PlanBook {
     }
 
     /// Records the outcomes of an applying plan: done if every move
-    /// succeeded, failed otherwise.
+    /// succeeded, failed otherwise; rejected when the check before a wave
+    /// refused the rest of it (`refused` says why; the moves before ran).
     pub fn finish(
         &mut self,
         id: u64,
         outcomes: Vec<MoveOutcome>,
+        refused: Option<&str>,
         now_unix_ms: u64,
     ) -> Result<PlanState, PlanError> {
         let plan = self.get_mut(id)?;
         let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
-        let (state, note) = if failed == 0 {
-            (PlanState::Done, format!("{} moves done", outcomes.len()))
-        } else {
-            (
+        let (state, note) = match refused {
+            Some(why) => (
+                PlanState::Rejected,
+                format!(
+                    "refused by the check before acting after {} moves: {why}",
+                    outcomes.len()
+                ),
+            ),
+            None if failed == 0 => (PlanState::Done, format!("{} moves done", outcomes.len())),
+            None => (
                 PlanState::Failed,
                 format!("{failed} of {} moves failed", outcomes.len()),
-            )
+            ),
         };
         plan.outcomes = outcomes;
         plan.transition(state, now_unix_ms, note);
@@ -410,7 +418,7 @@ mod tests {
             Err(PlanError::NotRecommended { .. })
         ));
         book.start_applying(b, 30, "api").unwrap();
-        assert_eq!(book.finish(b, vec![], 40).unwrap(), PlanState::Done);
+        assert_eq!(book.finish(b, vec![], None, 40).unwrap(), PlanState::Done);
         let p = book.get(b).unwrap();
         assert_eq!((p.created_unix_ms, p.updated_unix_ms), (20, 40));
         assert_eq!(p.history.len(), 3);

@@ -10,11 +10,10 @@
 //! remaining moves are not executed: the next round (or an operator, in
 //! manual mode) plans afresh from the observed placement.
 
-use crate::control::{ControlLoop, MoveOutcome, NamedMove};
+use crate::control::{ActionRecorder, ControlLoop, Execution, MoveOutcome, NamedMove};
 use crate::plans::{PlanBook, PlanState, MAX_PLANS};
 use crate::service::{DynDriver, Service, ServiceError};
 use crate::store::ActionOutcome;
-use keel_drivers::Driver;
 use std::collections::HashMap;
 
 /// What [`Service::warm_up`] found in the history.
@@ -140,73 +139,45 @@ impl Service {
         Ok(report)
     }
 
-    /// Executes `moves` of plan `id` one by one, each recorded in the
-    /// history as started before the driver is asked and with its outcome
-    /// after. A move whose start cannot be recorded is not executed (a
-    /// crash could otherwise repeat it unknowingly).
+    /// Executes `moves` of plan `id` through the control loop (checked
+    /// before each wave), each move recorded in the history as started
+    /// before the driver is asked and with its outcome after. A move whose
+    /// start cannot be recorded is not executed (a crash could otherwise
+    /// repeat it unknowingly).
     pub(crate) fn execute_recorded(
         &self,
         control: &mut ControlLoop<DynDriver>,
         id: u64,
         moves: &[NamedMove],
-    ) -> Vec<MoveOutcome> {
-        let store = self.store();
-        let mut outcomes = Vec::with_capacity(moves.len());
-        let mut seq = 0;
-        // A driver that runs a wave's migrations at once gets the wave
-        // whole; otherwise each move is its own batch, so a move is
-        // recorded as started only just before it really starts.
-        let concurrent = control.driver_mut().runs_waves_concurrently();
-        let batches: Vec<&[NamedMove]> = if concurrent {
-            crate::control::waves(moves).collect()
-        } else {
-            moves.chunks(1).collect()
-        };
-        for wave in batches {
-            // Every move of the batch is recorded as started before the
-            // driver is asked for any; one whose start cannot be recorded
-            // is not executed.
-            let first_seq = seq;
-            let mut slots: Vec<Option<MoveOutcome>> = Vec::with_capacity(wave.len());
-            let mut to_run = Vec::with_capacity(wave.len());
-            for m in wave {
-                match store.begin_action(id, seq, m, self.now_unix_ms()) {
-                    Ok(()) => {
-                        slots.push(None);
-                        to_run.push(m.clone());
-                    }
-                    Err(e) => slots.push(Some(MoveOutcome {
-                        vm: m.vm.clone(),
-                        from: m.from.clone(),
-                        to: m.to.clone(),
-                        wave: m.wave,
-                        seconds: None,
-                        downtime_ms: None,
-                        error: Some(format!("not executed: recording its start failed: {e}")),
-                    })),
-                }
-                seq += 1;
-            }
-            let mut results = control.execute_wave(&to_run).into_iter();
-            for (offset, slot) in slots.into_iter().enumerate() {
-                let outcome = match slot {
-                    Some(not_run) => not_run,
-                    None => match results.next() {
-                        Some(outcome) => {
-                            let at = first_seq + offset;
-                            if let Err(e) =
-                                store.finish_action(id, at, self.now_unix_ms(), &outcome)
-                            {
-                                tracing::warn!(plan = id, vm = %outcome.vm, error = %e, "recording a migration's outcome failed");
-                            }
-                            outcome
-                        }
-                        None => continue,
-                    },
-                };
-                outcomes.push(outcome);
-            }
+    ) -> Execution {
+        let mut recorder = StoreRecorder { service: self, id };
+        control.execute_recorded(moves, &mut recorder)
+    }
+}
+
+/// The history database as the control loop's [`ActionRecorder`].
+struct StoreRecorder<'a> {
+    service: &'a Service,
+    id: u64,
+}
+
+impl ActionRecorder for StoreRecorder<'_> {
+    fn begin(&mut self, seq: usize, planned: &NamedMove) -> Result<(), String> {
+        let now = self.service.now_unix_ms();
+        self.service
+            .store()
+            .begin_action(self.id, seq, planned, now)
+            .map_err(|e| format!("recording its start failed: {e}"))
+    }
+
+    fn finish(&mut self, seq: usize, outcome: &MoveOutcome) {
+        let now = self.service.now_unix_ms();
+        if let Err(e) = self
+            .service
+            .store()
+            .finish_action(self.id, seq, now, outcome)
+        {
+            tracing::warn!(plan = self.id, vm = %outcome.vm, error = %e, "recording a migration's outcome failed");
         }
-        outcomes
     }
 }

@@ -39,6 +39,8 @@ pub struct ServiceConfig {
     pub planner: PlannerConfig,
     /// Placement rules, maintenance hosts, overcommit.
     pub rules: Rules,
+    /// Migration-cost inputs for VMs whose driver reports none.
+    pub migration_defaults: keel_control::MigrationDefaults,
 }
 
 /// A driver behind a box, so the service is not generic.
@@ -106,6 +108,10 @@ pub enum ServiceError {
     /// New rules do not fit the observed cluster; the old ones stay.
     #[error("rules rejected, the rules in force are unchanged: {0}")]
     InvalidRules(String),
+    /// New rules do not fit the observed cluster (the rule and item at
+    /// fault named); the old ones stay.
+    #[error("rules rejected, the rules in force are unchanged: {0}")]
+    RulesDoNotFit(#[source] keel_model::RuleError),
     /// A rule of this kind and name exists already.
     #[error("a {kind} rule named {name:?} exists already")]
     RuleExists {
@@ -125,17 +131,18 @@ pub enum ServiceError {
     /// The history database failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// The cluster changed since the plan was made; it was rejected.
-    #[error("plan {id} is stale: {vm} is on {actual}, the plan moves it from {planned}; the plan was rejected")]
+    /// The plan no longer holds (the cluster or the rules changed since it
+    /// was made); it was rejected and, where something needs to move, a new
+    /// plan proposed.
+    #[error("plan {id} is stale: {refusal}; it was rejected{}", replanned.map(|n| format!(" and plan {n} proposed instead")).unwrap_or_default())]
     Stale {
         /// The plan.
         id: u64,
-        /// The VM that moved.
-        vm: String,
-        /// Where it is.
-        actual: String,
-        /// Where the plan expected it.
-        planned: String,
+        /// Why it no longer holds.
+        #[source]
+        refusal: keel_control::PlanRefusal,
+        /// The plan proposed instead, if any.
+        replanned: Option<u64>,
     },
 }
 
@@ -188,12 +195,11 @@ impl Service {
         let balancer = KeelBalancer {
             config: config.planner,
         };
+        let mut control = ControlLoop::new(DynDriver(driver), Box::new(balancer), config.rules);
+        control.set_migration_defaults(config.migration_defaults);
+        control.set_concurrency(concurrency_of(&config.planner));
         Self {
-            control: Mutex::new(ControlLoop::new(
-                DynDriver(driver),
-                Box::new(balancer),
-                config.rules,
-            )),
+            control: Mutex::new(control),
             status: RwLock::new(Status {
                 plans: PlanBook::new(),
                 view: None,
@@ -271,8 +277,7 @@ impl Service {
         &self,
         control: &mut ControlLoop<DynDriver>,
     ) -> Result<(), ServiceError> {
-        let mut none = keel_policy::balance::NoBalancer;
-        let proposal = self.observed(control.propose_with(&mut none))?;
+        let proposal = self.observed(control.look())?;
         let view = self.view_of(&proposal, control.rules());
         self.status_mut().view = Some(view);
         Ok(())
@@ -362,58 +367,67 @@ impl Service {
         id: u64,
         moves: &[NamedMove],
     ) -> Result<PlanState, ServiceError> {
-        let outcomes = self.execute_recorded(control, id, moves);
+        let execution = self.execute_recorded(control, id, moves);
         // The view first: whoever sees the plan finished (API, dashboard)
         // sees the cluster after its moves, not the one before.
         let refreshed = self.refresh_view(control);
         let now = self.clock.now_unix_ms();
+        let refused = execution.refused.as_ref().map(|r| r.to_string());
         let state = {
             let mut status = self.status_mut();
-            status.counters.record_moves(&outcomes);
-            status.plans.finish(id, outcomes, now)?
+            status.counters.record_moves(&execution.outcomes);
+            status
+                .plans
+                .finish(id, execution.outcomes, refused.as_deref(), now)?
         };
         self.persist(id);
+        if let Some(why) = &refused {
+            self.audit("control-loop", "plan.refused", &format!("plan {id}"), why);
+        }
         refreshed?;
         Ok(state)
     }
 
-    /// Marks a recommended plan as applying, after checking that every VM
-    /// it moves is still where the plan found it (a stale plan is rejected).
-    /// Run [`Service::run_plan`] next to execute it.
+    /// Marks a recommended plan as applying, after the independent plan
+    /// check against a fresh observation (every VM where the plan found it,
+    /// every host there, the rules in force and capacity still allowing
+    /// each wave). A plan that no longer holds is rejected with the reason
+    /// and a new plan is proposed at once. Run [`Service::run_plan`] next
+    /// to execute it.
     pub fn begin_apply(&self, id: u64, who: &str) -> Result<PlanRecord, ServiceError> {
         let mut control = self.control();
         let moves = self.status().plans.get(id)?.moves.clone();
-        let observation = self.observe_now(&mut control)?;
-        let now = self.clock.now_unix_ms();
-        let mut status = self.status_mut();
-        status.plans.get(id).and_then(|p| {
+        self.status().plans.get(id).and_then(|p| {
             if p.state == PlanState::Recommended {
                 Ok(())
             } else {
                 Err(PlanError::NotRecommended { id, state: p.state })
             }
         })?;
-        for m in moves.iter().filter(|m| m.wave == moves[0].wave) {
-            let actual = observation.vms.iter().find(|v| v.name == m.vm);
-            let actual = actual.map_or("nowhere", |v| v.host.as_str());
-            if actual != m.from {
-                let err = ServiceError::Stale {
-                    id,
-                    vm: m.vm.clone(),
-                    actual: actual.to_string(),
-                    planned: m.from.clone(),
-                };
-                status.plans.reject(id, now, &err.to_string())?;
-                drop(status);
-                self.persist(id);
-                return Err(err);
-            }
+        if let Err(refusal) = control.check_now(&moves) {
+            let now = self.clock.now_unix_ms();
+            let note = format!("stale, refused by the check before acting: {refusal}");
+            self.status_mut().plans.reject(id, now, &note)?;
+            self.persist(id);
+            self.audit(
+                who,
+                "plan.refused",
+                &format!("plan {id}"),
+                &refusal.to_string(),
+            );
+            let replanned = self.replan(&mut control)?;
+            return Err(ServiceError::Stale {
+                id,
+                refusal,
+                replanned,
+            });
         }
-        let record = status
+        let now = self.clock.now_unix_ms();
+        let record = self
+            .status_mut()
             .plans
             .start_applying(id, now, &format!("applied by {who}"))?
             .clone();
-        drop(status);
         self.persist(id);
         self.audit(
             who,
@@ -422,6 +436,32 @@ impl Service {
             &plan_summary(&record),
         );
         Ok(record)
+    }
+
+    /// Plans afresh (after a refusal) and keeps the plan as recommended,
+    /// superseding the one recommended before. `None` when nothing needs
+    /// to move.
+    fn replan(&self, control: &mut ControlLoop<DynDriver>) -> Result<Option<u64>, ServiceError> {
+        let proposal = self.observed(control.propose())?;
+        let view = self.view_of(&proposal, control.rules());
+        let now = self.clock.now_unix_ms();
+        let mut status = self.status_mut();
+        status.view = Some(view);
+        if proposal.moves.is_empty() {
+            return Ok(None);
+        }
+        let plan = new_plan(&proposal, Trigger::Balance, &control.effective_rules());
+        let superseded = status.plans.recommended().map(|p| p.id);
+        let id = status.plans.add(
+            plan,
+            PlanState::Recommended,
+            now,
+            "replanned after a refusal",
+        );
+        drop(status);
+        superseded.into_iter().for_each(|old| self.persist(old));
+        self.persist(id);
+        Ok(Some(id))
     }
 
     /// Executes an applying plan (blocks on the driver) and records the outcome.
@@ -505,6 +545,15 @@ impl Service {
             self.automation(),
             self.clock.now_unix_ms(),
         )
+    }
+}
+
+/// The migration concurrency the planner plans with, which the check
+/// before acting enforces too.
+pub(crate) fn concurrency_of(planner: &PlannerConfig) -> keel_policy::balance::waves::Concurrency {
+    keel_policy::balance::waves::Concurrency {
+        per_host: planner.per_host_concurrency,
+        per_cluster: planner.per_cluster_concurrency,
     }
 }
 

@@ -146,6 +146,7 @@ impl Service {
             control.set_balancer(Box::new(KeelBalancer {
                 config: tuning.planner,
             }));
+            control.set_concurrency(crate::service::concurrency_of(&tuning.planner));
         }
         let now = Settings {
             automation: tuning.automation,
@@ -303,7 +304,7 @@ pub fn remembered(store: &Store, config_changed: bool) -> Result<Option<RuntimeS
 
 fn rules_error(e: ControlError) -> ServiceError {
     match e {
-        ControlError::Rules(message) => ServiceError::InvalidRules(message),
+        ControlError::Rules(e) => ServiceError::RulesDoNotFit(e),
         other => ServiceError::Control(other),
     }
 }

@@ -39,6 +39,13 @@ pub struct VmObservation {
     /// Memory the guest uses now, bytes, where the driver can tell (balloon
     /// guest statistics); `None` if unknown.
     pub memory_used_bytes: Option<f64>,
+    /// Rate at which the guest dirties its memory, bytes per second, where
+    /// the driver can measure it; `None` = unknown (the control loop then
+    /// uses its configured default). Drives the migration cost.
+    pub memory_dirty_bytes_per_second: Option<f64>,
+    /// Local (non-shared) disk a migration must copy along, bytes, where
+    /// the driver knows; `None` = unknown (the configured default is used).
+    pub local_disk_bytes: Option<f64>,
 }
 
 /// Cumulative counters of one VM. Rates are differences between two
@@ -47,6 +54,11 @@ pub struct VmObservation {
 pub struct UsageCounters {
     /// CPU time used by the VM, seconds (all vCPUs).
     pub cpu_seconds: f64,
+    /// Time its vCPUs were runnable but waited for a physical CPU (run
+    /// queue wait, steal), seconds, summed over vCPUs; 0 where the driver
+    /// cannot measure it. A starved VM uses less than it wants: its demand
+    /// is CPU time plus this wait.
+    pub cpu_wait_seconds: f64,
     /// Bytes read from and written to its disks.
     pub disk_bytes: f64,
     /// Bytes received and sent on its network interfaces.
@@ -64,27 +76,43 @@ pub struct Observation {
     pub vms: Vec<VmObservation>,
 }
 
-/// Demand per VM derived from two observations: CPU in cores, memory in
-/// bytes, disk and network in bytes per second. VMs missing from either
-/// observation are left out.
+/// Demand per VM derived from two observations: CPU in cores (time used
+/// plus time waited for a CPU, so a starved VM shows what it wants, not
+/// what it got), memory in bytes, disk and network in bytes per second.
+/// VMs missing from either observation are left out. Linear in the number
+/// of VMs (observations list VMs in a stable order; a name lookup is the
+/// fallback).
 pub fn usage_between(earlier: &Observation, later: &Observation) -> Vec<(String, Resources)> {
     let dt = later.time_seconds - earlier.time_seconds;
     if dt <= 0.0 {
         return Vec::new();
     }
+    let mut by_name: Option<std::collections::HashMap<&str, &VmObservation>> = None;
     later
         .vms
         .iter()
-        .filter_map(|vm| {
-            let before = earlier.vms.iter().find(|v| v.name == vm.name)?;
+        .enumerate()
+        .filter_map(|(i, vm)| {
+            let before = match earlier.vms.get(i) {
+                Some(v) if v.name == vm.name => v,
+                _ => *by_name
+                    .get_or_insert_with(|| {
+                        earlier.vms.iter().map(|v| (v.name.as_str(), v)).collect()
+                    })
+                    .get(vm.name.as_str())?,
+            };
             let rate = |a: f64, b: f64| ((b - a) / dt).max(0.0);
+            let (a, b) = (&before.counters, &vm.counters);
             Some((
                 vm.name.clone(),
                 Resources::new(
-                    rate(before.counters.cpu_seconds, vm.counters.cpu_seconds),
+                    rate(
+                        a.cpu_seconds + a.cpu_wait_seconds,
+                        b.cpu_seconds + b.cpu_wait_seconds,
+                    ),
                     vm.memory_used_bytes.unwrap_or(vm.size.memory_bytes),
-                    rate(before.counters.disk_bytes, vm.counters.disk_bytes),
-                    rate(before.counters.network_bytes, vm.counters.network_bytes),
+                    rate(a.disk_bytes, b.disk_bytes),
+                    rate(a.network_bytes, b.network_bytes),
                 ),
             ))
         })
@@ -265,10 +293,11 @@ mod tests {
             running: true,
             counters: UsageCounters {
                 cpu_seconds: cpu,
-                disk_bytes: 0.0,
-                network_bytes: 0.0,
+                ..UsageCounters::default()
             },
             memory_used_bytes: None,
+            memory_dirty_bytes_per_second: None,
+            local_disk_bytes: None,
         }
     }
 
@@ -289,5 +318,24 @@ mod tests {
         assert_eq!(usage[0].0, "x");
         assert_eq!(usage[0].1.cpu_cores, 0.5);
         assert_eq!(usage[0].1.memory_bytes, 1e9);
+    }
+
+    #[test]
+    fn a_starved_vm_shows_its_wait_as_demand() {
+        let mut a = vm("x", 5.0);
+        a.counters.cpu_wait_seconds = 1.0;
+        let mut b = vm("x", 6.0);
+        b.counters.cpu_wait_seconds = 3.0;
+        let at = |t: f64, v: VmObservation| Observation {
+            time_seconds: t,
+            hosts: vec![],
+            vms: vec![vm("other", 0.0), v],
+        };
+        // Different positions: found by name.
+        let mut earlier = at(0.0, a);
+        earlier.vms.reverse();
+        let usage = usage_between(&earlier, &at(2.0, b));
+        let x = usage.iter().find(|(n, _)| n == "x").unwrap();
+        assert_eq!(x.1.cpu_cores, 1.5, "1 s used + 2 s waited over 2 s");
     }
 }

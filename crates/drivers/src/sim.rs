@@ -1,18 +1,50 @@
 //! The simulator as a body: a cluster whose VMs replay recorded demand in
-//! virtual time. The daemon's default runs on it (no cluster needed), and
+//! virtual time. `keel sim --mode balance` and the daemon's embedded
+//! default both run the one control loop (`keel-control`) on it, and
 //! control-loop tests use it where no hypervisor can run.
 //!
-//! Time is virtual: it moves only when [`SimDriver::advance`] is called.
-//! Counters accumulate each VM's demand over the time it is advanced, so
-//! [`crate::usage_between`] turns them back into the demand replayed.
-//! Migrations complete at once (their cost is the simulator crate's
-//! business) and cost the VM nothing here.
+//! Time is virtual: it moves only when [`SimDriver::advance`] is called, or
+//! while a migration runs. What it reports is what a real driver would:
+//! CPU time *served* (a VM on a host whose demand exceeds its cores gets
+//! its proportional share), plus the time its vCPUs waited for a core
+//! (run-queue wait, as the libvirt body can report it), so
+//! [`crate::usage_between`] recovers the demand. Migrations take
+//! `(memory + local disk) / bandwidth` seconds; meanwhile the VM's memory
+//! is held on both hosts and it loses `cpu_degradation` of its CPU (the
+//! accounting the balancing simulator always used). Everything the body
+//! measures about contention is summed in its [`SimLedger`].
+
+mod physics;
+
+pub use physics::SimLedger;
 
 use crate::{
     Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation, Tunables,
     UsageCounters, VmObservation,
 };
 use keel_model::{HostInfo, Resources};
+use physics::Flight;
+use std::sync::Arc;
+
+/// Where simulated demand comes from: cores, bytes, bytes/s of VM `vm` at
+/// trace sample `sample` (the sample index may run past the series: a
+/// source decides whether it wraps or holds its last value).
+pub trait DemandSource: Send + Sync {
+    /// Demand of VM `vm` during sample `sample`.
+    fn demand(&self, vm: usize, sample: usize) -> Resources;
+}
+
+/// Demand series held in memory, one per VM; replay wraps around.
+struct Series(Vec<Vec<Resources>>);
+
+impl DemandSource for Series {
+    fn demand(&self, vm: usize, sample: usize) -> Resources {
+        match self.0.get(vm) {
+            Some(s) if !s.is_empty() => s[sample % s.len()],
+            _ => Resources::ZERO,
+        }
+    }
+}
 
 /// One simulated VM: its size and its demand per sample (cores, bytes, bytes/s).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,15 +59,54 @@ pub struct SimVm {
     pub demand: Vec<Resources>,
 }
 
+/// A simulated VM whose demand comes from a [`DemandSource`] (by position).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimVmSpec {
+    /// Unique name.
+    pub name: String,
+    /// Host it starts on.
+    pub host: String,
+    /// Configured size.
+    pub size: Resources,
+    /// Local disk a migration copies along, bytes.
+    pub local_disk_bytes: f64,
+}
+
+/// How simulated migrations behave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimMigrationModel {
+    /// Bytes per second one migration copies; `None` = migrations complete
+    /// at once and cost nothing (the daemon's accelerated demo).
+    pub bandwidth_bytes_per_second: Option<f64>,
+    /// Fraction of its CPU a VM loses while it migrates (0.1, as CloudSim).
+    pub cpu_degradation: f64,
+}
+
+impl Default for SimMigrationModel {
+    fn default() -> Self {
+        Self {
+            bandwidth_bytes_per_second: None,
+            cpu_degradation: 0.0,
+        }
+    }
+}
+
 /// A simulated cluster.
-#[derive(Debug, Clone)]
 pub struct SimDriver {
     hosts: Vec<HostInfo>,
-    vms: Vec<SimVm>,
+    names: Vec<String>,
+    sizes: Vec<Resources>,
+    local_disk_bytes: Vec<f64>,
+    /// Host index of each VM (its source while it migrates).
+    placement: Vec<usize>,
+    source: Arc<dyn DemandSource>,
     counters: Vec<UsageCounters>,
     tunables: Vec<Tunables>,
     sample_seconds: f64,
     now_seconds: f64,
+    model: SimMigrationModel,
+    in_flight: Vec<Flight>,
+    ledger: SimLedger,
 }
 
 impl SimDriver {
@@ -46,57 +117,100 @@ impl SimDriver {
         vms: Vec<SimVm>,
         sample_seconds: f64,
     ) -> Result<Self, DriverError> {
-        for vm in &vms {
-            if !hosts.iter().any(|h| h.name == vm.host) {
-                return Err(DriverError::Unknown {
-                    kind: "host",
-                    name: vm.host.clone(),
-                });
-            }
-        }
+        let (specs, series): (Vec<_>, Vec<_>) = vms
+            .into_iter()
+            .map(|v| {
+                (
+                    SimVmSpec {
+                        name: v.name,
+                        host: v.host,
+                        size: v.size,
+                        local_disk_bytes: 0.0,
+                    },
+                    v.demand,
+                )
+            })
+            .unzip();
+        Self::from_source(hosts, specs, Arc::new(Series(series)), sample_seconds)
+    }
+
+    /// A cluster of `hosts` running `vms`, VM `i`'s demand read from
+    /// `source` at index `i`. Fails on a VM placed on an unknown host.
+    pub fn from_source(
+        hosts: Vec<HostInfo>,
+        vms: Vec<SimVmSpec>,
+        source: Arc<dyn DemandSource>,
+        sample_seconds: f64,
+    ) -> Result<Self, DriverError> {
+        let placement =
+            vms.iter()
+                .map(|vm| {
+                    hosts.iter().position(|h| h.name == vm.host).ok_or_else(|| {
+                        DriverError::Unknown {
+                            kind: "host",
+                            name: vm.host.clone(),
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
         let n = vms.len();
         Ok(Self {
             hosts,
-            vms,
+            sizes: vms.iter().map(|v| v.size).collect(),
+            local_disk_bytes: vms.iter().map(|v| v.local_disk_bytes).collect(),
+            names: vms.into_iter().map(|v| v.name).collect(),
+            placement,
+            source,
             counters: vec![UsageCounters::default(); n],
             tunables: vec![Tunables::default(); n],
             sample_seconds: sample_seconds.max(f64::MIN_POSITIVE),
             now_seconds: 0.0,
+            model: SimMigrationModel::default(),
+            in_flight: Vec::new(),
+            ledger: SimLedger::default(),
         })
     }
 
-    fn demand_now(&self, vm: usize) -> Resources {
-        let series = &self.vms[vm].demand;
-        if series.is_empty() {
-            return Resources::ZERO;
-        }
-        let i = (self.now_seconds / self.sample_seconds) as usize % series.len();
-        let mut d = series[i];
+    /// Makes migrations take time and cost CPU as `model` says.
+    pub fn with_migration_model(mut self, model: SimMigrationModel) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Demand of VM `vm` now (its cap applied), cores, bytes, bytes/s: what
+    /// the simulator accounts with, not what the driver reports.
+    pub fn demand_now(&self, vm: usize) -> Resources {
+        let sample = (self.now_seconds / self.sample_seconds) as usize;
+        let mut d = self.source.demand(vm, sample);
         if let Some(cap) = self.tunables[vm].cpu_limit_cores {
             d.cpu_cores = d.cpu_cores.min(cap);
         }
         d
     }
 
-    /// Moves virtual time forward, accumulating every VM's usage.
+    /// Moves virtual time forward: every VM runs, migrations in flight
+    /// progress and land, and the ledger sums the contention.
     pub fn advance(&mut self, seconds: f64) {
         if !(seconds.is_finite() && seconds > 0.0) {
             return;
         }
-        // Step sample by sample so demand changes are honoured.
-        let mut left = seconds;
-        while left > 0.0 {
+        let end = self.now_seconds + seconds;
+        // Step to each sample boundary and each migration's end, so demand
+        // changes and landings are honoured exactly.
+        while self.now_seconds < end {
             let into_sample = self.now_seconds % self.sample_seconds;
-            let step = (self.sample_seconds - into_sample).min(left);
-            for vm in 0..self.vms.len() {
-                let d = self.demand_now(vm);
-                let c = &mut self.counters[vm];
-                c.cpu_seconds += d.cpu_cores * step;
-                c.disk_bytes += d.disk_bytes_per_second * step;
-                c.network_bytes += d.network_bytes_per_second * step;
+            let mut step = (self.sample_seconds - into_sample).min(end - self.now_seconds);
+            for f in &self.in_flight {
+                step = step.min((f.ends_at - self.now_seconds).max(0.0));
             }
-            self.now_seconds += step;
-            left -= step;
+            if step > 0.0 {
+                self.run_step(step);
+                let next = (self.now_seconds + step).min(end);
+                // A step too small to move the clock (float precision far
+                // into a run) ends the advance rather than spinning.
+                self.now_seconds = if next > self.now_seconds { next } else { end };
+            }
+            self.land_finished();
         }
     }
 
@@ -105,22 +219,94 @@ impl SimDriver {
         self.now_seconds
     }
 
+    /// What the body measured so far.
+    pub fn ledger(&self) -> &SimLedger {
+        &self.ledger
+    }
+
+    /// VMs, in the order they were given.
+    pub fn vm_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Host index of VM `vm` (its source while it migrates).
+    pub fn host_index_of(&self, vm: usize) -> usize {
+        self.placement[vm]
+    }
+
+    /// The hosts, in the order they were given.
+    pub fn hosts(&self) -> &[HostInfo] {
+        &self.hosts
+    }
+
     /// Tunables last applied to each VM, by name.
     pub fn tunables(&self, vm: &str) -> Option<Tunables> {
-        self.vms
+        self.names
             .iter()
-            .position(|v| v.name == vm)
+            .position(|v| v == vm)
             .map(|i| self.tunables[i])
     }
 
     fn vm_index(&self, name: &str) -> Result<usize, DriverError> {
-        self.vms
+        self.names
             .iter()
-            .position(|v| v.name == name)
+            .position(|v| v == name)
             .ok_or_else(|| DriverError::Unknown {
                 kind: "VM",
                 name: name.to_string(),
             })
+    }
+
+    /// Checks a request and starts its migration; `Ok(None)` when
+    /// migrations are instant (done already).
+    fn start(&mut self, request: &MigrationRequest<'_>) -> Result<Option<f64>, DriverError> {
+        let vm = self.vm_index(request.vm)?;
+        let Some(to) = self.hosts.iter().position(|h| h.name == request.to) else {
+            return Err(DriverError::Unknown {
+                kind: "host",
+                name: request.to.to_string(),
+            });
+        };
+        let failed = |cause: String| DriverError::MigrationFailed {
+            vm: request.vm.to_string(),
+            from: request.from.to_string(),
+            to: request.to.to_string(),
+            cause,
+        };
+        if self.hosts[self.placement[vm]].name != request.from {
+            return Err(failed(format!(
+                "the VM is on {}, not on {}",
+                self.hosts[self.placement[vm]].name, request.from
+            )));
+        }
+        if self.in_flight.iter().any(|f| f.vm == vm) {
+            return Err(failed("the VM is migrating already".into()));
+        }
+        let bytes = self.sizes[vm].memory_bytes + self.local_disk_bytes[vm];
+        self.ledger.migrations += 1;
+        self.ledger.migrated_bytes += bytes;
+        let bandwidth = match (
+            self.model.bandwidth_bytes_per_second,
+            request.max_bandwidth_bytes_per_second,
+        ) {
+            (Some(b), Some(cap)) => Some(b.min(cap)),
+            (b, _) => b,
+        };
+        match bandwidth.filter(|b| *b > 0.0) {
+            None => {
+                self.placement[vm] = to;
+                Ok(None)
+            }
+            Some(b) => {
+                let seconds = bytes / b;
+                self.in_flight.push(Flight {
+                    vm,
+                    to,
+                    ends_at: self.now_seconds + seconds,
+                });
+                Ok(Some(seconds))
+            }
+        }
     }
 }
 
@@ -134,14 +320,18 @@ impl Driver for SimDriver {
     }
 
     fn observe(&mut self) -> Result<Observation, DriverError> {
-        let vms = (0..self.vms.len())
+        let vms = (0..self.names.len())
             .map(|i| VmObservation {
-                name: self.vms[i].name.clone(),
-                host: self.vms[i].host.clone(),
-                size: self.vms[i].size,
+                name: self.names[i].clone(),
+                host: self.hosts[self.placement[i]].name.clone(),
+                size: self.sizes[i],
                 running: true,
                 counters: self.counters[i],
                 memory_used_bytes: Some(self.demand_now(i).memory_bytes),
+                // The body's migration model copies memory and local disk
+                // once (no dirtying): it reports exactly that.
+                memory_dirty_bytes_per_second: Some(0.0),
+                local_disk_bytes: Some(self.local_disk_bytes[i]),
             })
             .collect();
         Ok(Observation {
@@ -153,29 +343,50 @@ impl Driver for SimDriver {
 
     fn migrate(&mut self, request: &MigrationRequest<'_>) -> Result<MigrationOutcome, DriverError> {
         let vm = self.vm_index(request.vm)?;
-        if !self.hosts.iter().any(|h| h.name == request.to) {
-            return Err(DriverError::Unknown {
-                kind: "host",
-                name: request.to.to_string(),
-            });
-        }
-        if self.vms[vm].host != request.from {
-            return Err(DriverError::MigrationFailed {
-                vm: request.vm.to_string(),
-                from: request.from.to_string(),
-                to: request.to.to_string(),
-                cause: format!(
-                    "the VM is on {}, not on {}",
-                    self.vms[vm].host, request.from
-                ),
-            });
-        }
-        self.vms[vm].host = request.to.to_string();
+        let seconds = self.start(request)?.unwrap_or(0.0);
+        // A real driver blocks until the migration ends: so does time here.
+        self.advance(seconds);
         Ok(MigrationOutcome {
-            seconds: 0.0,
+            seconds,
             downtime_ms: Some(0.0),
-            bytes: Some(self.vms[vm].size.memory_bytes),
+            bytes: Some(self.sizes[vm].memory_bytes + self.local_disk_bytes[vm]),
         })
+    }
+
+    fn runs_waves_concurrently(&self) -> bool {
+        true
+    }
+
+    fn migrate_wave(
+        &mut self,
+        requests: &[MigrationRequest<'_>],
+    ) -> Vec<Result<MigrationOutcome, DriverError>> {
+        let started: Vec<Result<(f64, f64), DriverError>> = requests
+            .iter()
+            .map(|r| {
+                let vm = self.vm_index(r.vm)?;
+                let seconds = self.start(r)?.unwrap_or(0.0);
+                Ok((
+                    seconds,
+                    self.sizes[vm].memory_bytes + self.local_disk_bytes[vm],
+                ))
+            })
+            .collect();
+        let longest = started
+            .iter()
+            .filter_map(|s| s.as_ref().ok().map(|s| s.0))
+            .fold(0.0, f64::max);
+        self.advance(longest);
+        started
+            .into_iter()
+            .map(|s| {
+                s.map(|(seconds, bytes)| MigrationOutcome {
+                    seconds,
+                    downtime_ms: Some(0.0),
+                    bytes: Some(bytes),
+                })
+            })
+            .collect()
     }
 
     fn apply_tunables(&mut self, vm: &str, tunables: &Tunables) -> Result<(), DriverError> {
@@ -196,79 +407,4 @@ impl Driver for SimDriver {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::usage_between;
-    use std::time::Duration;
-
-    fn cluster() -> SimDriver {
-        let host = |n: &str| HostInfo {
-            name: n.into(),
-            capacity: Resources::new(8.0, 32e9, 0.0, 0.0),
-            maintenance: false,
-        };
-        let vm = SimVm {
-            name: "v".into(),
-            host: "a".into(),
-            size: Resources::new(2.0, 4e9, 0.0, 0.0),
-            demand: vec![
-                Resources::new(1.0, 2e9, 10.0, 0.0),
-                Resources::new(2.0, 3e9, 0.0, 0.0),
-            ],
-        };
-        SimDriver::new(vec![host("a"), host("b")], vec![vm], 300.0).unwrap()
-    }
-
-    #[test]
-    fn counters_replay_the_demand() {
-        let mut d = cluster();
-        let a = d.observe().unwrap();
-        d.advance(300.0);
-        let b = d.observe().unwrap();
-        d.advance(300.0);
-        let c = d.observe().unwrap();
-        assert_eq!(usage_between(&a, &b)[0].1.cpu_cores, 1.0);
-        assert_eq!(usage_between(&a, &b)[0].1.disk_bytes_per_second, 10.0);
-        assert_eq!(usage_between(&b, &c)[0].1.cpu_cores, 2.0);
-        // Half a sample each side of a boundary.
-        d.advance(150.0);
-        let e = d.observe().unwrap();
-        d.advance(300.0);
-        let f = d.observe().unwrap();
-        assert_eq!(usage_between(&e, &f)[0].1.cpu_cores, 1.5);
-    }
-
-    #[test]
-    fn migrates_and_caps() {
-        let mut d = cluster();
-        let request = MigrationRequest {
-            vm: "v",
-            from: "a",
-            to: "b",
-            max_bandwidth_bytes_per_second: None,
-            timeout: Duration::from_secs(10),
-        };
-        d.migrate(&request).unwrap();
-        assert_eq!(d.observe().unwrap().vms[0].host, "b");
-        assert!(matches!(
-            d.migrate(&request),
-            Err(DriverError::MigrationFailed { .. })
-        ));
-        d.apply_tunables(
-            "v",
-            &Tunables {
-                cpu_limit_cores: Some(0.5),
-                ..Tunables::default()
-            },
-        )
-        .unwrap();
-        let a = d.observe().unwrap();
-        d.advance(300.0);
-        let b = d.observe().unwrap();
-        assert_eq!(usage_between(&a, &b)[0].1.cpu_cores, 0.5);
-        assert!(matches!(
-            d.apply_tunables("nope", &Tunables::default()),
-            Err(DriverError::Unknown { .. })
-        ));
-    }
-}
+mod tests;

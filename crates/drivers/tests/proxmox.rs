@@ -5,7 +5,7 @@
 
 mod proxmox_fake;
 
-use keel_daemon::ControlLoop;
+use keel_control::ControlLoop;
 use keel_drivers::proxmox::ProxmoxDriver;
 use keel_drivers::{Driver, DriverError, MigrationRequest};
 use keel_model::Rules;

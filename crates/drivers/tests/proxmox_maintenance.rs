@@ -8,7 +8,7 @@
 
 mod proxmox_fake;
 
-use keel_daemon::ControlLoop;
+use keel_control::ControlLoop;
 use keel_drivers::proxmox::ProxmoxDriver;
 use keel_drivers::{Driver, MigrationRequest};
 use keel_model::Rules;

@@ -30,7 +30,7 @@ use crate::harness::{on_lab, LabNeeds};
 use crate::state::{Resource, StateFile};
 use crate::Lab;
 use inject::Injection;
-use keel_daemon::control::{ControlLoop, MoveOutcome};
+use keel_control::{ControlLoop, MoveOutcome};
 use keel_drivers::libvirt::LibvirtDriver;
 use keel_drivers::Driver;
 use keel_model::Rules;

@@ -52,9 +52,6 @@ pub enum SimError {
     /// The run was asked for zero hosts.
     #[error("a simulation needs at least one host")]
     NoHosts,
-    /// The simulated cluster could not be set up.
-    #[error("cannot set up the simulated cluster: {0}")]
-    Setup(String),
 }
 
 /// What to simulate.

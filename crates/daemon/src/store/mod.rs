@@ -19,6 +19,7 @@ pub mod plans;
 mod sampler;
 pub mod samples;
 pub mod schema;
+pub mod why;
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ use std::time::Duration;
 pub use audit::AuditEntry;
 pub use plans::{Action, ActionOutcome};
 pub use samples::{HostSample, ImbalancePoint, VmSample};
+pub use why::{ActionWhy, MoveDecision, PlanContext};
 
 /// File name of the database in the data directory.
 pub const DB_FILE: &str = "keel.db";

@@ -74,13 +74,16 @@ fn json<T: Serialize>(v: &T) -> rusqlite::Result<String> {
     serde_json::to_string(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(column: usize, s: &str) -> rusqlite::Result<T> {
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(
+    column: usize,
+    s: &str,
+) -> rusqlite::Result<T> {
     serde_json::from_str(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
-fn bad_value(column: usize, what: &str, value: &str) -> rusqlite::Error {
+pub(super) fn bad_value(column: usize, what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         column,
         rusqlite::types::Type::Text,
@@ -88,10 +91,11 @@ fn bad_value(column: usize, what: &str, value: &str) -> rusqlite::Error {
     )
 }
 
-const ACTION_COLUMNS: &str = "id, plan_id, seq, vm, source, target, started_ms, finished_ms, \
+pub(super) const ACTION_COLUMNS: &str =
+    "id, plan_id, seq, vm, source, target, started_ms, finished_ms, \
      outcome, seconds, downtime_ms, error";
 
-fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Action> {
+pub(super) fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Action> {
     let outcome: Option<String> = r.get(8)?;
     let outcome = match outcome {
         None => None,
@@ -146,8 +150,8 @@ impl Store {
             ])?;
             let mut mv = tx.prepare_cached(
                 "INSERT OR IGNORE INTO plan_moves (plan_id, seq, vm, from_host, to_host, wave,
-                 reason, imbalance_reduction, cost_seconds, migrated_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 reason, imbalance_reduction, cost_seconds, migrated_bytes, inputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for (seq, m) in p.moves.iter().enumerate() {
                 mv.execute(params![
@@ -160,7 +164,8 @@ impl Store {
                     json(&m.reason)?,
                     m.imbalance_reduction,
                     m.cost_seconds,
-                    m.migrated_bytes
+                    m.migrated_bytes,
+                    m.inputs.as_ref().map(json).transpose()?
                 ])?;
             }
             let mut tr = tx.prepare_cached(
@@ -360,7 +365,7 @@ fn fill_plan(c: &Connection, p: &mut PlanRecord) -> rusqlite::Result<()> {
     let id = ms(p.id);
     let mut q = c.prepare_cached(
         "SELECT vm, from_host, to_host, wave, reason, imbalance_reduction, cost_seconds,
-         migrated_bytes FROM plan_moves WHERE plan_id = ?1 ORDER BY seq",
+         migrated_bytes, inputs FROM plan_moves WHERE plan_id = ?1 ORDER BY seq",
     )?;
     p.moves = q
         .query_map([id], |r| {
@@ -373,6 +378,10 @@ fn fill_plan(c: &Connection, p: &mut PlanRecord) -> rusqlite::Result<()> {
                 imbalance_reduction: r.get(5)?,
                 cost_seconds: r.get(6)?,
                 migrated_bytes: r.get(7)?,
+                inputs: r
+                    .get::<_, Option<String>>(8)?
+                    .map(|s| from_json(8, &s))
+                    .transpose()?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -10,7 +10,7 @@ pub const APPLICATION_ID: i64 = 0x4B45_454C;
 
 /// Migrations, oldest first; the schema version is how many are applied.
 /// Never edit a released one: append a new one.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this Keel writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -128,6 +128,14 @@ CREATE TABLE audit (
     target TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+";
+
+/// Version 2: what each planned move's decision used (JSON of
+/// `keel_control::MoveInputs`; NULL for plans recorded before), and the
+/// actions of one VM found without a scan (`GET /api/v1/actions?vm=`).
+const V2: &str = "
+ALTER TABLE plan_moves ADD COLUMN inputs TEXT;
+CREATE INDEX actions_by_vm ON actions (vm, id);
 ";
 
 /// Why the schema cannot be used.

@@ -58,10 +58,17 @@ pub(super) fn observe_domain(
         running: info.state.is(DomainState::Running),
         counters: UsageCounters {
             cpu_seconds: info.cpu_time as f64 / 1e9,
+            // Run-queue wait is not read per domain here (libvirt's
+            // vcpu.N.wait comes with the bulk stats call): 0.
+            cpu_wait_seconds: 0.0,
             disk_bytes,
             network_bytes,
         },
         memory_used_bytes,
+        // Not measured by this body: the control loop's defaults apply
+        // (docs/architecture.md, "What each driver reports").
+        memory_dirty_bytes_per_second: None,
+        local_disk_bytes: None,
     }))
 }
 

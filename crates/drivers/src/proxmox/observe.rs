@@ -181,6 +181,8 @@ pub(crate) fn split(
         let cores = r.cpu.unwrap_or(0.0) * maxcpu;
         let counters = UsageCounters {
             cpu_seconds: cpu.advance(vmid, if running { cores } else { 0.0 }, dt),
+            // /cluster/resources has no run-queue wait per guest.
+            cpu_wait_seconds: 0.0,
             disk_bytes: r.diskread.unwrap_or(0.0) + r.diskwrite.unwrap_or(0.0),
             network_bytes: r.netin.unwrap_or(0.0) + r.netout.unwrap_or(0.0),
         };
@@ -191,6 +193,10 @@ pub(crate) fn split(
             running,
             counters,
             memory_used_bytes: r.mem.filter(|m| *m > 0.0),
+            // Neither is in /cluster/resources: the control loop's
+            // configured defaults apply (docs/architecture.md).
+            memory_dirty_bytes_per_second: None,
+            local_disk_bytes: None,
         });
         snapshot.guests.push(Guest {
             vmid,

@@ -427,6 +427,8 @@ mod tests {
             running: true,
             counters: UsageCounters::default(),
             memory_used_bytes: None,
+            memory_dirty_bytes_per_second: None,
+            local_disk_bytes: None,
         };
         let host = |name: &str| HostInfo {
             name: name.into(),

@@ -2,7 +2,7 @@
 //! is measured, and what those observations cost.
 
 use super::{meter, Options};
-use keel_daemon::control::ControlLoop;
+use keel_control::ControlLoop;
 use keel_drivers::libvirt::LibvirtDriver;
 use serde::Serialize;
 use std::path::PathBuf;
