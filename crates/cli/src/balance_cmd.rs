@@ -82,11 +82,11 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
             }
         }
         OutputFormat::Csv => {
-            writeln!(out, "balancer,vms,hosts,rounds,migrations,migrated_gib,mean_imbalance,overload_host_seconds,unmet_demand,hot_host_seconds,plan_ms_mean,plan_ms_max,wall_seconds")?;
+            writeln!(out, "balancer,vms,hosts,rounds,migrations,migrated_gib,mean_imbalance,overload_host_seconds,unmet_demand,unmet_cpu_core_hours,memory_shortfall_gib_hours,vm_contention_hours,hot_host_seconds,refused_plans,plan_ms_mean,plan_ms_max,wall_seconds")?;
             for r in reports {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     r.balancer,
                     r.vms,
                     r.hosts,
@@ -96,7 +96,11 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
                     r.mean_imbalance,
                     r.overload_host_seconds,
                     r.unmet_demand,
+                    r.unmet_cpu_core_hours,
+                    r.memory_shortfall_gib_hours,
+                    r.vm_contention_hours,
                     r.hot_host_seconds,
+                    r.refused_plans,
                     r.plan_ms_mean,
                     r.plan_ms_max,
                     r.wall_seconds
@@ -119,26 +123,32 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
             }
             writeln!(
                 out,
-                "{:<8} {:>10} {:>12} {:>10} {:>16} {:>10} {:>14} {:>9}",
+                "{:<8} {:>10} {:>12} {:>10} {:>16} {:>10} {:>12} {:>14} {:>12} {:>14} {:>9}",
                 "balancer",
                 "migrations",
                 "migrated GiB",
                 "imbalance",
                 "overload host-h",
                 "unmet %",
+                "unmet core-h",
+                "mem short GiB-h",
+                "contended VM-h",
                 "hot host-h",
                 "plan ms"
             )?;
             for r in reports {
                 writeln!(
                     out,
-                    "{:<8} {:>10} {:>12.1} {:>10.4} {:>16.2} {:>10.3} {:>14.2} {:>9.2}",
+                    "{:<8} {:>10} {:>12.1} {:>10.4} {:>16.2} {:>10.3} {:>12.2} {:>14.2} {:>12.2} {:>14.2} {:>9.2}",
                     r.balancer,
                     r.migrations,
                     r.migrated_gib,
                     r.mean_imbalance,
                     r.overload_host_seconds / 3600.0,
                     r.unmet_demand * 100.0,
+                    r.unmet_cpu_core_hours,
+                    r.memory_shortfall_gib_hours,
+                    r.vm_contention_hours,
                     r.hot_host_seconds / 3600.0,
                     r.plan_ms_mean
                 )?;

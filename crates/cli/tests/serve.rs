@@ -62,6 +62,37 @@ fn the_embedded_default_balances_and_serves_its_api_metrics_and_dashboard() {
     for name in ["keel_imbalance", "keel_host_load", "keel_migrations_total"] {
         assert!(metrics.body.contains(name), "/metrics lacks {name}");
     }
+    // keel why: the round, the plan, the inputs and the outcome of a move
+    // of that plan, in one screen.
+    let moved = plan["moves"][0]["vm"].as_str().unwrap().to_string();
+    let why = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["why", &moved, "--server", &format!("http://{addr}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&why.stdout);
+    assert!(why.status.success(), "{text}{}", String::from_utf8_lossy(&why.stderr));
+    for needle in [
+        format!("{moved}: "),
+        format!("plan {id} (balance, done)"),
+        "round at driver time".into(),
+        "why:".into(),
+        "inputs:  demand".into(),
+        "samples)".into(),
+        "loads:   source".into(),
+        "outcome: done".into(),
+    ] {
+        assert!(text.contains(&needle), "keel why lacks {needle:?}:\n{text}");
+    }
+    let nobody = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["why", "no-such-vm", "--server", &format!("http://{addr}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&nobody.stdout).contains("has not moved no-such-vm"));
+
     let page = call(addr, "GET", "/", None, "");
     assert_eq!(page.status, 200);
     assert!(
