@@ -47,11 +47,15 @@ pub fn parse_query(
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "since_ms" if allow_since => {
-                q.since_ms = value.parse().map_err(|_| {
-                    bad(format!(
-                        "query parameter since_ms = {value:?}: expected milliseconds since the Unix epoch (a whole number >= 0)"
-                    ))
-                })?;
+                q.since_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|ms| *ms <= crate::api_shape::MAX_SAFE_INTEGER)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "query parameter since_ms = {value:?}: expected milliseconds since the Unix epoch (a whole number from 0 to 2^53 - 1)"
+                        ))
+                    })?;
             }
             "limit" => {
                 q.limit = value
