@@ -99,8 +99,12 @@ impl Doc {
                 return fail(format!("matches the schema of `not`: {not}"));
             }
         }
-        let Some(ty) = s.get("type").and_then(Value::as_str) else {
-            return Ok(());
+        // Without a type, `required` and `properties` still apply to objects.
+        let implicit_object = s.get("required").is_some() || s.get("properties").is_some();
+        let ty = match s.get("type").and_then(Value::as_str) {
+            Some(ty) => ty,
+            None if implicit_object && value.is_object() => "object",
+            None => return Ok(()),
         };
         match ty {
             "object" => self.check_object(value, s, at),
@@ -285,8 +289,9 @@ impl Gen {
         let ty = s.get("type").and_then(Value::as_str).unwrap_or("object");
         match ty {
             "object" => self.valid_object(s, depth),
+            "array" if depth >= MAX_DEPTH && s.get("minItems").is_none() => Just(json!([])).boxed(),
             "array" => {
-                let max = if depth >= MAX_DEPTH { 0 } else { 3 };
+                let max = 3;
                 let min = s.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
                 let items = s.get("items").cloned().unwrap_or(json!({"type": "string"}));
                 proptest::collection::vec(self.valid(&items, depth + 1), min..=max.max(min))
