@@ -461,7 +461,12 @@ impl Gen {
     }
 
     fn invalid_object(&self, s: &Value, depth: usize, arms: &mut Vec<BoxedStrategy<Invalid>>) {
-        let base = self.valid_object(s, depth);
+        // A wholly valid object (its `not` rule included) to break in one place.
+        let (doc, whole) = (self.doc.clone(), s.clone());
+        let base = self
+            .valid_object(s, depth)
+            .prop_filter("a valid base", move |v| doc.validate(v, &whole).is_ok())
+            .boxed();
         for key in required(s) {
             let k = key.clone();
             arms.push(
