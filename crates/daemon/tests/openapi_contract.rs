@@ -319,11 +319,7 @@ fn send(addr: SocketAddr, method: &str, request: &Call) -> Reply {
 
 #[test]
 fn generated_requests_get_the_documented_answers() {
-    let (daemon, clock) = manual_daemon();
-    for _ in 0..3 {
-        clock.advance_ms(2_000);
-        daemon.service.step().unwrap();
-    }
+    let (daemon, _clock) = manual_daemon_after(3);
     let addr = daemon.addr();
     let doc = served_doc(addr);
     let cluster = get(addr, "/api/v1/cluster").json();
@@ -432,11 +428,7 @@ fn generated_requests_get_the_documented_answers() {
 
 #[test]
 fn every_get_answers_with_its_documented_shape() {
-    let (daemon, clock) = manual_daemon();
-    for _ in 0..3 {
-        clock.advance_ms(2_000);
-        daemon.service.step().unwrap();
-    }
+    let (daemon, _clock) = manual_daemon_after(3);
     let addr = daemon.addr();
     let doc = served_doc(addr);
     let plan = get(addr, "/api/v1/plans").json()["plans"][0]["id"]

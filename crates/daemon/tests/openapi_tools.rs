@@ -59,11 +59,7 @@ fn a_client_generated_by_openapi_python_client_drives_the_daemon() {
         println!("SKIPPED: openapi-python-client is not installed (.ci/run installs it with pip); no client was generated");
         return;
     }
-    let (daemon, clock) = manual_daemon();
-    for _ in 0..3 {
-        clock.advance_ms(2_000);
-        daemon.service.step().unwrap();
-    }
+    let (daemon, _clock) = manual_daemon_after(3);
     let addr = daemon.addr();
     let dir = tempfile::tempdir().unwrap();
     let doc_path = dir.path().join("openapi.json");
