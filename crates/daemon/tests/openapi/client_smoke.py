@@ -12,22 +12,37 @@ sys.path.insert(0, sys.argv[1])
 
 from keel_client import AuthenticatedClient  # noqa: E402
 from keel_client.api.default import (  # noqa: E402
+    apply_plan,
     change_settings,
+    enter_maintenance,
+    get_actions,
+    get_audit,
     get_cluster,
+    get_host_samples,
+    get_imbalance,
+    get_plan,
     get_vm_samples,
+    leave_maintenance,
     list_plans,
     place_vm,
     reject_plan,
+    replace_allocation,
     replace_rules,
 )
 from keel_client.models import (  # noqa: E402
+    ActionBody,
+    AllocationPolicyInput,
     Cluster,
+    CpuBoundsInput,
     Error,
+    MemoryBoundsInput,
     Placement,
     PlacementRequest,
+    Priority,
     ResourcesInput,
     Rules,
     SettingsChange,
+    VmAllocationInput,
     VmGroupRule,
 )
 
@@ -73,4 +88,34 @@ if recommended:
     rejected = reject_plan.sync(recommended[-1].id, client=client)
     assert rejected.state.value == "rejected", rejected
     print(f"plan {rejected.id} rejected")
+if len(recommended) > 1:
+    applying = apply_plan.sync(recommended[0].id, client=client, body=ActionBody(by="client-smoke"))
+    assert applying.state.value in ("applying", "done", "failed"), applying
+    print(f"plan {applying.id} {applying.state.value}, then {get_plan.sync(applying.id, client=client).state.value}")
+
+host = cluster.hosts[-1].name
+entered = enter_maintenance.sync(host, client=client)
+assert entered.maintenance is True and entered.host == host, entered
+left = leave_maintenance.sync(host, client=client)
+assert left.maintenance is False, left
+print(f"maintenance of {host}: entered and left")
+
+policy = replace_allocation.sync(
+    client=client,
+    body=AllocationPolicyInput(vm=[VmAllocationInput(
+        name=vm,
+        priority=Priority.HIGH,
+        cpu=CpuBoundsInput(reservation=0.25, limit="2 cores"),
+        memory=MemoryBoundsInput(limit="1GiB"),
+    )]),
+)
+assert policy.vm[0].memory.limit == 2**30, policy
+print(f"allocation: {vm} memory limit {policy.vm[0].memory.limit:.0f} bytes")
+
+hosts = get_host_samples.sync(host, client=client, limit=3)
+points = get_imbalance.sync(client=client)
+audit = get_audit.sync(client=client, limit=20)
+actions = get_actions.sync(client=client)
+print(f"history: {len(hosts.samples)} host samples, {len(points.points)} imbalance points, "
+      f"{len(audit.entries)} audit entries, {len(actions.actions)} actions")
 print("client ok")
