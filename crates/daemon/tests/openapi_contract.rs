@@ -520,7 +520,7 @@ fn the_agent_reads_every_policy_the_document_allows() {
             0,
         );
         let mut runner = TestRunner::new(Config {
-            cases: 200,
+            cases: cases().max(200),
             failure_persistence: None,
             ..Config::default()
         });
