@@ -539,3 +539,32 @@ fn the_agent_reads_every_policy_the_document_allows() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn oversized_bodies_get_the_documented_413() {
+    let (daemon, _clock) = manual_daemon();
+    let addr = daemon.addr();
+    let doc = served_doc(addr);
+    let body = format!(
+        "{{\"by\": \"{}\"}}",
+        "x".repeat(keel_daemon::api::MAX_BODY_BYTES)
+    );
+    let mut checked = 0;
+    for (path, item) in doc.root["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            let url = path
+                .replace("{id}", "1")
+                .replace("{name}", "host-00")
+                .replace("{kind}", "pin");
+            let reply = call(addr, &method.to_uppercase(), &url, Some(TOKEN), &body);
+            assert_eq!(reply.status, 413, "{method} {url}: {}", reply.body);
+            assert_eq!(reply.json()["code"], "payload_too_large");
+            check_answer(&doc, op, method, path, &reply).unwrap();
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 10, "every operation with a body");
+}
