@@ -1,7 +1,9 @@
 //! `keel agent`'s link to the daemon: fetches the allocation policy from
 //! `GET /api/v1/allocation` of `keel serve` (the `[daemon]` section,
 //! [`DaemonLink`]), keeps the last one in `cache_file`, and falls back to
-//! it while the daemon cannot be reached.
+//! it while the daemon cannot be reached. The answer's schema is
+//! `AllocationPolicy` in the daemon's OpenAPI document; every policy it
+//! allows parses here (crates/daemon/tests/openapi_contract.rs).
 
 use anyhow::{bail, Context, Result};
 use keel_alloc::agent::DaemonLink;

@@ -72,7 +72,11 @@ fn the_embedded_default_balances_and_serves_its_api_metrics_and_dashboard() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&why.stdout);
-    assert!(why.status.success(), "{text}{}", String::from_utf8_lossy(&why.stderr));
+    assert!(
+        why.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&why.stderr)
+    );
     for needle in [
         format!("{moved}: "),
         format!("plan {id} (balance, done)"),

@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/v1/settings"),
     ("get", "/api/v1/rules"),
     ("put", "/api/v1/rules"),
+    ("post", "/api/v1/rules/vm_host"),
     ("post", "/api/v1/rules/{kind}"),
     ("delete", "/api/v1/rules/{kind}/{name}"),
     ("post", "/api/v1/placements"),
@@ -230,14 +231,19 @@ async fn plans(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> A
     Ok(Json(body).into_response())
 }
 
+/// A plan id from the path: a whole number from 1 to 2^53 - 1 (the
+/// document's `PlanId`).
 fn plan_id(raw: &str) -> ApiResult<u64> {
-    raw.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("plan id {raw:?} is not a number"),
-        )
-    })
+    raw.parse()
+        .ok()
+        .filter(|id| (1..=crate::api_shape::MAX_SAFE_INTEGER).contains(id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("path parameter id = {raw:?}: expected a plan id, a whole number from 1 to 2^53 - 1"),
+            )
+        })
 }
 
 async fn plan(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -267,17 +273,28 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes
 }
 
 /// A JSON request body as `T`; `expected` tells the caller what to send.
+/// The message names the field that did not fit (`size.cpu_cores: invalid
+/// type ...`), which serde_json's own errors give only as line and column.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     expected: &str,
 ) -> ApiResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let bad = |message: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            format!("request body: {e} (expected {expected})"),
+            format!("request body: {message} (expected {expected})"),
         )
-    })
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        match e.path().to_string().as_str() {
+            "." => bad(e.inner().to_string()),
+            field => bad(format!("field {field}: {}", e.inner())),
+        }
+    })?;
+    deserializer.end().map_err(|e| bad(e.to_string()))?;
+    Ok(value)
 }
 
 fn action_body(body: Result<Bytes, BytesRejection>) -> ApiResult<ActionBody> {

@@ -8,6 +8,7 @@
 //! section (docs/allocation.md), or enforces a policy of its own file.
 
 use crate::api::{blocking, body_bytes, ApiError, ApiResult, AppState};
+use crate::api_shape::check_name;
 use crate::view::ClusterView;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -81,6 +82,7 @@ async fn replace(
 ) -> ApiResult<Response> {
     let bytes = body_bytes(body)?;
     let policy = parse_policy(&bytes)?;
+    check_shape(&policy)?;
     let service = state.service.clone();
     let cluster = blocking(move || Ok(service.cluster())).await?;
     match &cluster {
@@ -153,6 +155,29 @@ pub fn vm_allocations(policy: &AllocConfig) -> HashMap<String, VmAllocation> {
     let mut out = HashMap::new();
     walk(&policy.vm, &policy.pool, &mut out);
     out
+}
+
+/// What the document's `AllocationPolicyInput` says of each item, checked
+/// before the cluster is consulted so that a shape error is never hidden
+/// by a state one: names (400), then values, shares, duplicates,
+/// reservations above limits and depth (422) with the policy's own VMs as
+/// the known ones and no capacity bound.
+fn check_shape(policy: &AllocConfig) -> ApiResult<()> {
+    fn names(prefix: &str, vms: &[VmAlloc], pools: &[PoolAlloc]) -> ApiResult<()> {
+        for (i, vm) in vms.iter().enumerate() {
+            check_name(&format!("{prefix}vm[{i}].name"), &vm.name)?;
+        }
+        for (i, pool) in pools.iter().enumerate() {
+            let at = format!("{prefix}pool[{i}].");
+            check_name(&format!("{at}name"), &pool.name)?;
+            names(&at, &pool.vm, &pool.pool)?;
+        }
+        Ok(())
+    }
+    names("", &policy.vm, &policy.pool)?;
+    let own = policy.vm_names();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    policy.validate(&own, [f64::INFINITY; 3]).map_err(invalid)
 }
 
 /// Key of the policy (the JSON the operator sent) in the store's meta table.

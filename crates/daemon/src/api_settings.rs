@@ -55,18 +55,23 @@ async fn replace_rules(
         &body_bytes(body)?,
         "the whole rule set as GET /api/v1/rules returns it",
     )?;
+    crate::api_shape::check_rules(&rules)?;
     let service = state.service.clone();
     let rules = blocking(move || service.replace_rules(rules)).await?;
     tracing::info!("rules replaced through the API");
     Ok(Json(rules).into_response())
 }
 
+/// The `kind` path parameter; another word is a 400, as the document's
+/// enum of kinds makes it invalid.
 fn rule_kind(raw: &str) -> ApiResult<RuleKind> {
     RuleKind::parse(raw).ok_or_else(|| {
         ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no rule kind {raw:?}: expected affinity, anti_affinity, vm_host or pin"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "path parameter kind = {raw:?}: expected affinity, anti_affinity, vm_host or pin"
+            ),
         )
     })
 }
@@ -79,11 +84,19 @@ async fn add_rule(
     let kind = rule_kind(&kind)?;
     let bytes = body_bytes(body)?;
     let rule = match kind {
-        RuleKind::VmHost => NamedRule::VmHost(json_body(
-            &bytes,
-            r#"{"name", "vms": [...], "hosts": [...], "kind": "must"|"must_not"|"should"|"should_not", "weight"?}"#,
-        )?),
-        _ => NamedRule::Group(json_body(&bytes, r#"{"name", "vms": [...]}"#)?),
+        RuleKind::VmHost => {
+            let rule = json_body(
+                &bytes,
+                r#"{"name", "vms": [...], "hosts": [...], "kind": "must"|"must_not"|"should"|"should_not", "weight"?}"#,
+            )?;
+            crate::api_shape::check_vm_host_rule("", &rule)?;
+            NamedRule::VmHost(rule)
+        }
+        _ => {
+            let rule = json_body(&bytes, r#"{"name", "vms": [...]}"#)?;
+            crate::api_shape::check_group_rule("", &rule)?;
+            NamedRule::Group(rule)
+        }
     };
     let service = state.service.clone();
     let rules = blocking(move || service.add_rule(kind, rule)).await?;

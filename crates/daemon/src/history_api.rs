@@ -47,11 +47,15 @@ pub fn parse_query(
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "since_ms" if allow_since => {
-                q.since_ms = value.parse().map_err(|_| {
-                    bad(format!(
-                        "query parameter since_ms = {value:?}: expected milliseconds since the Unix epoch (a whole number >= 0)"
-                    ))
-                })?;
+                q.since_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|ms| *ms <= crate::api_shape::MAX_SAFE_INTEGER)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "query parameter since_ms = {value:?}: expected milliseconds since the Unix epoch (a whole number from 0 to 2^53 - 1)"
+                        ))
+                    })?;
             }
             "limit" => {
                 q.limit = value
@@ -210,6 +214,7 @@ fn take_param(raw: Option<&str>, key: &str) -> Result<(Option<String>, Option<St
                         "query parameter {key} = {v:?}: expected a percent-encoded UTF-8 name"
                     ))
                 })?;
+                crate::api_shape::check_name(key, &decoded)?;
                 if value.replace(decoded).is_some() {
                     return Err(bad(format!("query parameter {key} given twice")));
                 }
@@ -283,7 +288,15 @@ mod tests {
         assert_eq!(rest.as_deref(), Some("limit=3"));
         let (vm, rest) = take_param(None, "vm").unwrap();
         assert_eq!((vm, rest), (None, None));
-        for raw in ["vm=", "vm=%zz", "vm=%ff", "vm=a&vm=b", "vm=%4"] {
+        for raw in [
+            "vm=",
+            "vm=%zz",
+            "vm=%ff",
+            "vm=a&vm=b",
+            "vm=%4",
+            "vm=+a",
+            "vm=a%0A",
+        ] {
             let e = take_param(Some(raw), "vm").unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{raw}");
             assert!(e.message.contains("vm"), "{raw}: {}", e.message);

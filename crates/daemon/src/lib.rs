@@ -18,6 +18,7 @@
 pub mod api;
 mod api_alloc;
 mod api_settings;
+mod api_shape;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -120,6 +120,11 @@ async fn place(
         &body_bytes(body)?,
         r#"{"name", "size": {"cpu_cores", "memory_bytes", ...}, "demand"?: {...}}"#,
     )?;
+    crate::api_shape::check_name("name", &request.name)?;
+    crate::api_shape::check_amounts("size", &request.size)?;
+    if let Some(demand) = &request.demand {
+        crate::api_shape::check_amounts("demand", demand)?;
+    }
     let service = state.service.clone();
     let placement = blocking(move || service.place(request, "api")).await?;
     tracing::info!(vm = %placement.vm, host = %placement.host, decision = placement.decision, "initial placement");

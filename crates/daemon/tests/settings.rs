@@ -145,9 +145,10 @@ fn rules_are_added_checked_listed_and_removed() {
         &json!({"name": "prefer-last", "vms": [a], "hosts": [host], "kind": "should", "weight": 0.5}),
     );
     assert_eq!(soft.status, 201, "{}", soft.body);
+    // An unknown kind is invalid by the document's enum of kinds: 400.
     assert_eq!(
         send(addr, "POST", "/api/v1/rules/colocation", &rule).status,
-        404
+        400
     );
     let conflict = json!({
         "pin": [{"name": "stay", "vms": [a]}],
@@ -161,7 +162,12 @@ fn rules_are_added_checked_listed_and_removed() {
         "/api/v1/rules",
         &json!({"overcommit": {"cpu": 0.0}}),
     );
-    assert_eq!(bad_ratio.status, 422, "{}", bad_ratio.body);
+    // A non-positive ratio is invalid by the document (exclusiveMinimum 0).
+    assert_eq!(bad_ratio.status, 400, "{}", bad_ratio.body);
+    assert!(bad_ratio.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("overcommit.cpu: "));
     let in_force = get(addr, "/api/v1/rules").json();
     assert_eq!(in_force["anti_affinity"][0]["name"], "db-pair");
     assert_eq!(in_force["vm_host"][0]["name"], "prefer-last");

@@ -138,3 +138,13 @@ pub fn manual_daemon() -> (Daemon, FakeClock) {
     service.warm_up().unwrap();
     (Daemon::start(service, None), clock)
 }
+
+/// [`manual_daemon`] after `rounds` control rounds 2 s apart (plans made).
+pub fn manual_daemon_after(rounds: usize) -> (Daemon, FakeClock) {
+    let (daemon, clock) = manual_daemon();
+    for _ in 0..rounds {
+        clock.advance_ms(2_000);
+        daemon.service.step().unwrap();
+    }
+    (daemon, clock)
+}
