@@ -367,3 +367,41 @@ fn exact_mode_plans_a_small_cluster() {
     ]);
     assert_one_line_error(&out, &["--exact", "crs"]);
 }
+
+/// `--explain` adds what each decision used, in JSON and under the table.
+#[test]
+fn explain_prints_each_moves_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    write_json(
+        &state,
+        &json!({
+            "hosts": [host("old", 16.0, 256.0, true), host("new", 16.0, 256.0, false)],
+            "vms": [vm("a", "old", 4.0, 8.0, 3.2)],
+        }),
+    );
+    let plan = plan_json(&state, &["--explain"], 0);
+    let inputs = &plan["moves"][0]["inputs"];
+    assert_eq!(inputs["demand"]["cpu_cores"], 3.2, "{plan}");
+    assert_eq!(inputs["target"]["before"]["cpu_cores"], 0.0);
+    assert_eq!(inputs["target"]["after"]["cpu_cores"], 0.2);
+    assert_eq!(inputs["decided_by"], "keel, level 3");
+    assert!(plan_json(&state, &[], 0)["moves"][0].get("inputs").is_none());
+
+    let out = keel(&[
+        "plan".as_ref(),
+        "--state".as_ref(),
+        state.as_os_str(),
+        "--explain".as_ref(),
+    ]);
+    assert_success(&out);
+    let text = stdout(&out);
+    for needle in [
+        "a: old -> new (evacuation",
+        "inputs:  demand 3.20 cores, 4.0 GiB (cpu given in the state file",
+        "loads:   source cpu 20 %",
+        "target cpu 0 %, memory 0 % -> cpu 20 %",
+    ] {
+        assert!(text.contains(needle), "lacks {needle:?}:\n{text}");
+    }
+}
