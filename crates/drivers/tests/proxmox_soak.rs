@@ -22,7 +22,13 @@ use std::time::{Duration, Instant};
 
 const NODES: usize = 50;
 const GUESTS: usize = 2_000;
-const ROUNDS: usize = 200;
+/// Rounds (`KEEL_SOAK_ROUNDS` overrides, for a quick look).
+fn rounds() -> usize {
+    std::env::var("KEEL_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
 /// Rounds with CRS auto-rebalance on.
 const CRS_ON: std::ops::Range<usize> = 80..110;
 
@@ -41,6 +47,7 @@ fn soak_cluster() -> FakeCluster {
     let mut c = FakeCluster::new(&refs, 64, 512);
     c.profile = Profile::Pve9;
     c.task_duration = Duration::from_millis(2);
+    c.crm_round_interval = Duration::from_millis(5);
     for (i, n) in c.nodes.iter_mut().enumerate() {
         n.overhead_mem_bytes = if i % 7 == 0 { 32 << 30 } else { 4 << 30 };
     }
@@ -106,19 +113,30 @@ fn soak_200_rounds_on_50_nodes_and_2000_guests() {
     let spread_before = fake.with(|c| spread(c));
     let mut config = fake.config();
     config.allow_container_restart = true;
-    config.ha_request_grace_seconds = 0.3;
+    config.ha_request_grace_seconds = 0.1;
+    config.poll_start_seconds = 0.005;
     config.max_migrations_per_node = 2;
     config.max_migrations_per_cluster = 8;
     config.rules_refresh_seconds = 0.001;
     let driver = ProxmoxDriver::connect(config).expect("driver");
-    let mut control = ControlLoop::new(driver, Box::new(KeelBalancer::default()), Rules::default());
+    // At most 8 moves a round (a cautious production setting).
+    let mut balancer = KeelBalancer::default();
+    balancer.config.max_moves = 8;
+    let mut control = ControlLoop::new(driver, Box::new(balancer), Rules::default());
     control.sample().expect("first observation");
     // (vm, target) -> the refusal reason, once refused.
     let mut refused: HashMap<(String, String), String> = HashMap::new();
     let mut proposed_again = Vec::new();
     let mut moves_ok = 0usize;
     let mut moves_while_crs_on = 0usize;
-    for round in 0..ROUNDS {
+    let rounds = rounds();
+    for round in 0..rounds {
+        if round % 10 == 0 {
+            eprintln!(
+                "soak: round {round}, {moves_ok} moves, {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         let crs_on = CRS_ON.contains(&round);
         fake.with(|c| {
             c.crs = if crs_on {
@@ -157,7 +175,7 @@ fn soak_200_rounds_on_50_nodes_and_2000_guests() {
     });
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "soak: {ROUNDS} rounds, {moves_ok} moves, {} refusals, spread {spread_before:.4} -> {spread_after:.4}, {seconds:.1} s",
+        "soak: {rounds} rounds, {moves_ok} moves, {} refusals, spread {spread_before:.4} -> {spread_after:.4}, {seconds:.1} s",
         refused.len()
     );
     assert!(moves_ok > 0, "Keel balanced nothing");

@@ -81,6 +81,10 @@ pub struct ProxmoxConfig {
     /// the refusal.
     #[serde(default = "default_ha_request_grace")]
     pub ha_request_grace_seconds: f64,
+    /// First pause, seconds, between two looks at a running migration
+    /// (task status, HA state); it doubles up to 2 s (default 0.05).
+    #[serde(default = "default_poll_start")]
+    pub poll_start_seconds: f64,
     /// Act even though the cluster's own resource scheduler (CRS) balances
     /// automatically. Off by default: Keel then only recommends.
     #[serde(default)]
@@ -95,6 +99,9 @@ fn default_task_timeout() -> f64 {
 }
 fn default_rules_refresh() -> f64 {
     60.0
+}
+fn default_poll_start() -> f64 {
+    0.05
 }
 fn default_ha_request_grace() -> f64 {
     30.0
@@ -148,6 +155,7 @@ impl ProxmoxConfig {
             max_migrations_per_cluster: default_per_cluster(),
             failed_migration_hold_seconds: default_failed_hold(),
             ha_request_grace_seconds: default_ha_request_grace(),
+            poll_start_seconds: default_poll_start(),
             act_despite_crs_auto_rebalance: false,
         }
     }
@@ -228,6 +236,7 @@ impl ProxmoxConfig {
                 self.failed_migration_hold_seconds,
             ),
             ("ha_request_grace_seconds", self.ha_request_grace_seconds),
+            ("poll_start_seconds", self.poll_start_seconds),
         ];
         for (setting, v) in durations {
             if !(v.is_finite() && v > 0.0 && v < 1e9) {

@@ -227,7 +227,7 @@ impl Migration<'_> {
         weight: usize,
     ) -> Result<(), DriverError> {
         let weight = weight as u32;
-        let mut pause = Poll::new();
+        let mut pause = Poll::new(self.config);
         loop {
             let tasks = self.api.get("/cluster/tasks", &[], "Sys.Audit on /")?;
             let list = tasks.as_array().map(Vec::as_slice).unwrap_or_default();
@@ -438,13 +438,13 @@ pub(crate) fn outcome_since(started: Instant) -> MigrationOutcome {
     }
 }
 
-/// Polling pauses: 50 ms doubling to 2 s (short tasks finish fast, long
-/// ones are not hammered).
+/// Polling pauses: `poll_start_seconds` (50 ms) doubling to 2 s (short
+/// tasks finish fast, long ones are not hammered).
 pub(crate) struct Poll(Duration);
 
 impl Poll {
-    pub(crate) fn new() -> Self {
-        Poll(Duration::from_millis(50))
+    pub(crate) fn new(config: &ProxmoxConfig) -> Self {
+        Poll(Duration::from_secs_f64(config.poll_start_seconds.min(2.0)))
     }
     pub(crate) fn wait(&mut self) {
         std::thread::sleep(self.0);

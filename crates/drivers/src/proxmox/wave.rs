@@ -148,7 +148,7 @@ impl ProxmoxDriver {
             }
         }
         let mut moved_partners = Vec::new();
-        let mut pause = Poll::new();
+        let mut pause = Poll::new(&self.config);
         while !running.is_empty() {
             running.retain_mut(|(i, migration, follow, started, deadline)| {
                 match migration.poll(follow, *deadline) {
@@ -173,7 +173,7 @@ impl ProxmoxDriver {
         }
         for (i, leader) in followers {
             results[i] = Some(match &results[leader] {
-                Some(Ok(outcome)) => Ok(outcome.clone()),
+                Some(Ok(outcome)) => Ok(*outcome),
                 _ => Err(DriverError::Hypervisor {
                     context: format!("migrating {}", requests[i].vm),
                     message: format!(

@@ -163,6 +163,12 @@ pub struct FakeCluster {
     pub keel_placed: HashSet<u64>,
     /// Migrations started while CRS auto-rebalance was on.
     pub started_during_auto_rebalance: usize,
+    /// The release `/version` reports instead of the profile's (e.g. "8.2":
+    /// nodes then carry no `hastate`, which came with 8.3).
+    pub release_override: Option<&'static str>,
+    /// At most one CRM round per this (default 0: every request).
+    pub crm_round_interval: Duration,
+    pub(super) last_crm_round: Option<Instant>,
     /// Moves the fake refused (replication, blocked in the task).
     pub refused: Vec<super::migrate::Refused>,
     /// How long a migration task runs.
@@ -206,6 +212,9 @@ impl FakeCluster {
             keel_placed: HashSet::new(),
             started_during_auto_rebalance: 0,
             refused: Vec::new(),
+            crm_round_interval: Duration::ZERO,
+            release_override: None,
+            last_crm_round: None,
             task_duration: Duration::from_millis(150),
             fail_migration_of: HashSet::new(),
             forbidden: Vec::new(),
@@ -440,7 +449,10 @@ impl FakeCluster {
         // (PVE/HTTPServer.pm via pve-http-server): the 8.x gaps.
         let missing = || Err((501, format!("Method '{method} {path}' not implemented")));
         match (method, segs.as_slice()) {
-            ("GET", ["version"]) => Ok(self.profile.version()),
+            ("GET", ["version"]) => Ok(match self.release_override {
+                Some(r) => json!({"version": format!("{r}.1"), "release": r, "repoid": "0123456789abcdef"}),
+                None => self.profile.version(),
+            }),
             ("GET", ["cluster", "resources"]) => Ok(self.resources(p("type").as_deref(), seconds)),
             ("GET", ["nodes"]) => Ok(Value::Array(
                 self.nodes
@@ -488,10 +500,15 @@ impl FakeCluster {
                 }
                 Ok(o)
             }
+            // The cluster task list holds the recent tasks, not all ever
+            // (pve-manager `PVE/API2/Cluster.pm`, tasks: the last ones per node).
             ("GET", ["cluster", "tasks"]) => Ok(Value::Array(
                 self.tasks
                     .iter()
-                    .map(|t| {
+                    .rev()
+                    .enumerate()
+                    .filter(|(i, t)| t.done.is_none() || *i < 100)
+                    .map(|(_, t)| {
                         let mut v = json!({"upid": t.upid, "node": t.node, "type": t.kind, "id": t.vmid.to_string(),
                                            "user": super::TOKEN_ID, "starttime": t.starttime});
                         if let Some(exit) = &t.done {
@@ -586,12 +603,19 @@ impl FakeCluster {
                     .map(|g| g.cpu * f64::from(g.maxcpu))
                     .sum();
                 // Node `hastate` since 8.3 (pve-manager `PVE/API2/Cluster.pm`).
-                out.push(json!({"id": format!("node/{}", n.name), "type": "node", "node": n.name,
+                let mut entry = json!({"id": format!("node/{}", n.name), "type": "node", "node": n.name,
                     "status": if n.online {"online"} else {"offline"},
                     "cpu": (cores / f64::from(n.cpus.max(1))).min(1.0), "maxcpu": n.cpus,
                     "mem": self.node_mem(&n.name), "maxmem": n.memory_bytes, "disk": 1u64 << 30, "maxdisk": 100u64 << 30,
-                    "uptime": seconds as u64, "level": "",
-                    "hastate": if n.ha_maintenance {"maintenance"} else {"online"}}));
+                    "uptime": seconds as u64, "level": ""});
+                if self.release_override.is_none_or(|r| r >= "8.3") {
+                    entry["hastate"] = json!(if n.ha_maintenance {
+                        "maintenance"
+                    } else {
+                        "online"
+                    });
+                }
+                out.push(entry);
             }
         }
         if matches!(kind, None | Some("vm")) {

@@ -4,7 +4,7 @@
 
 use super::cluster::{FakeCluster, FakeGuest, Profile};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 /// An HA migration the CRM runs: (vmid, target, started, asked by the API).
@@ -49,28 +49,53 @@ fn applies(rule: &Value) -> bool {
 }
 
 impl FakeCluster {
+    /// Which node-affinity rule or group applies to each guest (vmid ->
+    /// index in `ha_rules` / `ha_groups`), parsed once per use.
+    fn affinity_index(&self) -> HashMap<u64, usize> {
+        match self.profile {
+            Profile::Pve9 => {
+                let mut index = HashMap::new();
+                for (i, r) in self.ha_rules.iter().enumerate() {
+                    if applies(r) && r["type"] == "node-affinity" {
+                        for v in members(r["resources"].as_str().unwrap_or("")) {
+                            index.entry(v).or_insert(i);
+                        }
+                    }
+                }
+                index
+            }
+            Profile::Pve8 => self
+                .guests
+                .iter()
+                .filter_map(|g| {
+                    let group = g.ha_group.as_deref()?;
+                    let i = self.ha_groups.iter().position(|x| x["group"] == group)?;
+                    Some((g.vmid, i))
+                })
+                .collect(),
+        }
+    }
+
     /// The node affinity of a guest: (priority by node, strict, failback).
     /// 9.x rules: `src/PVE/HA/Rules/NodeAffinity.pm`; 8.x groups (4.x
     /// `src/PVE/HA/Groups.pm`: `restricted`, `nofailback`).
-    fn node_affinity(&self, g: &FakeGuest) -> Option<(BTreeMap<String, i64>, bool, bool)> {
+    fn node_affinity(
+        &self,
+        g: &FakeGuest,
+        index: &HashMap<u64, usize>,
+    ) -> Option<(BTreeMap<String, i64>, bool, bool)> {
+        let i = *index.get(&g.vmid)?;
         match self.profile {
-            Profile::Pve9 => self
-                .ha_rules
-                .iter()
-                .filter(|r| applies(r))
-                .filter(|r| r["type"] == "node-affinity")
-                .find(|r| members(r["resources"].as_str().unwrap_or("")).contains(&g.vmid))
-                .map(|r| {
-                    let strict = r.get("strict").and_then(Value::as_u64) == Some(1);
-                    (
-                        node_priorities(r["nodes"].as_str().unwrap_or("")),
-                        strict,
-                        g.ha_failback,
-                    )
-                }),
+            Profile::Pve9 => {
+                let r = &self.ha_rules[i];
+                Some((
+                    node_priorities(r["nodes"].as_str().unwrap_or("")),
+                    r.get("strict").and_then(Value::as_u64) == Some(1),
+                    g.ha_failback,
+                ))
+            }
             Profile::Pve8 => {
-                let group = g.ha_group.as_deref()?;
-                let gr = self.ha_groups.iter().find(|x| x["group"] == group)?;
+                let gr = &self.ha_groups[i];
                 Some((
                     node_priorities(gr["nodes"].as_str().unwrap_or("")),
                     gr.get("restricted").and_then(Value::as_u64) == Some(1),
@@ -109,7 +134,11 @@ impl FakeCluster {
     /// or not; without it the allowed ones (`src/PVE/HA/Manager.pm`,
     /// select_service_node with node_preference 'none').
     pub fn crm_wanted_nodes(&self, g: &FakeGuest) -> Option<Vec<String>> {
-        let (prio, strict, failback) = self.node_affinity(g)?;
+        self.wanted_nodes(g, &self.affinity_index())
+    }
+
+    fn wanted_nodes(&self, g: &FakeGuest, index: &HashMap<u64, usize>) -> Option<Vec<String>> {
+        let (prio, strict, failback) = self.node_affinity(g, index)?;
         let online: BTreeMap<&String, i64> = prio
             .iter()
             .filter(|(n, _)| self.online(n))
@@ -164,6 +193,15 @@ impl FakeCluster {
     /// fails started services back to where the rules want them.
     pub fn crm_round(&mut self) {
         let now = Instant::now();
+        // The CRM works in rounds (`src/PVE/HA/CRM.pm`, every 10 s on a
+        // real cluster): here at most one per `crm_round_interval`.
+        if self
+            .last_crm_round
+            .is_some_and(|t| now < t + self.crm_round_interval)
+        {
+            return;
+        }
+        self.last_crm_round = Some(now);
         let done: Vec<CrmMove> = self
             .crm_moves
             .iter()
@@ -187,15 +225,18 @@ impl FakeCluster {
             }
         }
         let mut failbacks = Vec::new();
+        let index = self.affinity_index();
+        let moving: std::collections::HashSet<u64> =
+            self.crm_moves.iter().map(|m| m.vmid).collect();
         for g in self
             .guests
             .iter()
             .filter(|g| g.hastate.as_deref() == Some("started"))
         {
-            if self.crm_moves.iter().any(|m| m.vmid == g.vmid) {
+            if moving.contains(&g.vmid) {
                 continue;
             }
-            if let Some(wanted) = self.crm_wanted_nodes(g) {
+            if let Some(wanted) = self.wanted_nodes(g, &index) {
                 if !wanted.is_empty() && !wanted.contains(&g.node) {
                     failbacks.push((g.vmid, wanted[0].clone()));
                 }
