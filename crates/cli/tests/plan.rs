@@ -386,7 +386,9 @@ fn explain_prints_each_moves_inputs() {
     assert_eq!(inputs["target"]["before"]["cpu_cores"], 0.0);
     assert_eq!(inputs["target"]["after"]["cpu_cores"], 0.2);
     assert_eq!(inputs["decided_by"], "keel, level 3");
-    assert!(plan_json(&state, &[], 0)["moves"][0].get("inputs").is_none());
+    assert!(plan_json(&state, &[], 0)["moves"][0]
+        .get("inputs")
+        .is_none());
 
     let out = keel(&[
         "plan".as_ref(),

@@ -2,17 +2,20 @@
 //! containers, through the cluster's public REST API with an API token.
 //!
 //! - Observe: one `GET /cluster/resources` per interval; node details
-//!   (`/nodes/{node}/status`) when a node appears or changes size; HA rules,
-//!   cluster options and the HA status (nodes in HA maintenance, see
-//!   `ha_status.rs`) every `rules_refresh_seconds`. Guests are named by
-//!   vmid (Proxmox names need not be unique). Templates and stopped guests
-//!   are not running, so never balanced; locked guests are pinned.
+//!   (`/nodes/{node}/status`) when a node appears or changes size; the
+//!   version (`/version`: 8.x and 9.x differ, see `version.rs`), HA rules
+//!   or groups, cluster options and, before 8.3, the HA status (nodes in HA
+//!   maintenance, see `ha_status.rs`) every `rules_refresh_seconds`. Guests
+//!   are named by vmid (Proxmox names need not be unique). Templates and
+//!   stopped guests are not running, so never balanced; locked, paused and
+//!   suspended guests are pinned.
 //! - Rules: HA rules and `keel-*` tags become Keel rules
 //!   ([`Driver::cluster_rules`]); the table is in `rules.rs` and
 //!   docs/proxmox.md.
 //! - Act: see `migrate.rs`. While the cluster's own resource scheduler
 //!   rebalances automatically (CRS `ha-auto-rebalance=1`), Keel refuses to
-//!   migrate unless `act_despite_crs_auto_rebalance` is set.
+//!   migrate unless `act_despite_crs_auto_rebalance` is set. What Proxmox
+//!   VE refuses is remembered (`refusals.rs`) and reported as rules.
 //!
 //! The config section ([`ProxmoxConfig`]) is always built; the driver
 //! itself needs the cargo feature `proxmox`.
@@ -22,13 +25,25 @@ pub mod config;
 #[cfg(feature = "proxmox")]
 mod client;
 #[cfg(feature = "proxmox")]
+mod ha_config;
+#[cfg(feature = "proxmox")]
 mod ha_status;
 #[cfg(feature = "proxmox")]
 mod migrate;
 #[cfg(feature = "proxmox")]
 mod observe;
 #[cfg(feature = "proxmox")]
+mod precondition;
+#[cfg(feature = "proxmox")]
+mod refusals;
+#[cfg(feature = "proxmox")]
 mod rules;
+#[cfg(feature = "proxmox")]
+mod settings;
+#[cfg(feature = "proxmox")]
+mod version;
+#[cfg(feature = "proxmox")]
+mod wave;
 
 pub use config::{parse_fingerprint, ProxmoxConfig, ProxmoxConfigError};
 
@@ -39,10 +54,13 @@ pub use driver::ProxmoxDriver;
 mod driver {
     use super::client::Api;
     use super::config::ProxmoxConfig;
+    use super::ha_config::HaPlacement;
     use super::ha_status;
-    use super::migrate::{outcome_since, Migration, Poll, Started};
     use super::observe::{self, CpuIntegrator, Guest, NodeDetails, NodeStatus, Resource};
-    use super::rules::{cluster_rules, without_conflicts, HaRule, Pins};
+    use super::refusals::Refusals;
+    use super::rules::{cluster_rules, without_conflicts, Pins};
+    use super::settings;
+    use super::version::PveVersion;
     use crate::{
         Capabilities, Driver, DriverError, MigrationOutcome, MigrationRequest, Observation,
     };
@@ -53,20 +71,22 @@ mod driver {
 
     /// A Proxmox VE cluster as a Keel driver.
     pub struct ProxmoxDriver {
-        api: Api,
-        config: ProxmoxConfig,
+        pub(super) api: Api,
+        pub(super) config: ProxmoxConfig,
+        pub(super) version: Option<PveVersion>,
         started: Instant,
         cpu: CpuIntegrator,
         node_details: HashMap<String, NodeDetails>,
-        guests: HashMap<u64, Guest>,
-        ha_rules: Vec<HaRule>,
+        pub(super) guests: HashMap<u64, Guest>,
+        ha: HaPlacement,
         crs_auto_rebalance: bool,
         /// Nodes whose HA LRM is in maintenance mode (as last read).
-        ha_maintenance: BTreeSet<String>,
+        pub(super) ha_maintenance: BTreeSet<String>,
         /// The last HA status read failed (warned once until it works).
         ha_status_failing: bool,
         settings_read: Option<Instant>,
-        failed: HashMap<u64, Instant>,
+        pub(super) failed: HashMap<u64, Instant>,
+        pub(super) refusals: Refusals,
         rules: Rules,
     }
 
@@ -96,16 +116,18 @@ mod driver {
             Ok(Self {
                 api: Api::new(&config, &secret)?,
                 config,
+                version: None,
                 started: Instant::now(),
                 cpu: CpuIntegrator::default(),
                 node_details: HashMap::new(),
                 guests: HashMap::new(),
-                ha_rules: Vec::new(),
+                ha: HaPlacement::default(),
                 crs_auto_rebalance: false,
                 ha_maintenance: BTreeSet::new(),
                 ha_status_failing: false,
                 settings_read: None,
                 failed: HashMap::new(),
+                refusals: Refusals::default(),
                 rules: Rules::default(),
             })
         }
@@ -113,6 +135,11 @@ mod driver {
         /// HTTP requests sent so far.
         pub fn requests(&self) -> u64 {
             self.api.requests()
+        }
+
+        /// The Proxmox VE release (`major.minor`) as last read.
+        pub fn version(&self) -> Option<String> {
+            self.version.map(|v| v.to_string())
         }
 
         /// Whether the cluster's CRS rebalances on its own (as last read).
@@ -125,24 +152,38 @@ mod driver {
             self.ha_maintenance.iter().map(String::as_str)
         }
 
+        /// Why Proxmox VE refused moving guest `vmid` to `node`, if it did
+        /// (remembered until the guest's config changes).
+        pub fn refused(&self, vmid: u64, node: &str) -> Option<&str> {
+            self.refusals.refuses(vmid, node)
+        }
+
         /// Whether Keel may migrate now (not blocked by CRS auto-rebalance).
         pub fn may_act(&self) -> bool {
             !self.crs_auto_rebalance || self.config.act_despite_crs_auto_rebalance
         }
 
-        /// Reads HA rules and cluster options when they are due.
+        /// Reads the version, HA settings and cluster options when due.
         fn refresh_settings(&mut self) -> Result<(), DriverError> {
             let period = Duration::from_secs_f64(self.config.rules_refresh_seconds);
             if self.settings_read.is_some_and(|t| t.elapsed() < period) {
                 return Ok(());
             }
-            self.ha_rules = self
-                .api
-                .get_as("/cluster/ha/rules", &[], "Sys.Audit on /")?;
+            let version = settings::read_version(&self.api)?;
+            if self.version != Some(version) {
+                tracing::info!(%version, "Proxmox VE release");
+            }
+            self.version = Some(version);
+            let ha = settings::read_ha_placement(&self.api, version)?;
+            if format!("{:?}", ha.rules) != format!("{:?}", self.ha.rules) {
+                // What the HA stack refused may be possible under new rules.
+                self.refusals.forget_ha();
+            }
+            self.ha = ha;
             let options: Value = self.api.get("/cluster/options", &[], "Sys.Audit on /")?;
-            let crs = options.get("crs").and_then(Value::as_str).unwrap_or("");
-            let auto = crs_auto_rebalance(crs);
+            let auto = settings::crs_auto_rebalance(options.get("crs"));
             if auto && !self.crs_auto_rebalance {
+                let crs = options.get("crs").cloned().unwrap_or_default().to_string();
                 if self.config.act_despite_crs_auto_rebalance {
                     tracing::warn!(
                         crs,
@@ -158,9 +199,70 @@ mod driver {
                 }
             }
             self.crs_auto_rebalance = auto;
-            self.refresh_ha_status();
+            if !version.has_node_hastate() {
+                self.refresh_ha_status();
+            }
+            self.recheck_refusals();
             self.settings_read = Some(Instant::now());
             Ok(())
+        }
+
+        /// Forgets the refusals of guests whose config changed since.
+        fn recheck_refusals(&mut self) {
+            for (vmid, digest) in self.refusals.guests() {
+                let Some(guest) = self.guests.get(&vmid) else {
+                    continue;
+                };
+                let now = self.config_digest(guest);
+                if now.is_some() && now != digest {
+                    tracing::info!(
+                        guest = vmid,
+                        "config changed: Proxmox VE's refusals forgotten"
+                    );
+                    self.refusals.forget(vmid);
+                }
+            }
+        }
+
+        /// The config digest of a guest, `None` when unreadable.
+        pub(super) fn config_digest(&self, guest: &Guest) -> Option<String> {
+            let path = format!(
+                "/nodes/{}/{}/{}/config",
+                guest.node,
+                guest.kind.path(),
+                guest.vmid
+            );
+            let need = format!("VM.Audit on /vms/{}", guest.vmid);
+            let config = self.api.get(&path, &[], &need).ok()?;
+            config.get("digest")?.as_str().map(str::to_string)
+        }
+
+        /// Nodes in HA maintenance from `hastate` of the node entries
+        /// (8.3+); before 8.3 from the HA status.
+        fn maintenance_from_hastate(&mut self, nodes: &[observe::NodeEntry]) {
+            if !self.version.is_some_and(PveVersion::has_node_hastate) {
+                return;
+            }
+            let now: BTreeSet<String> = nodes
+                .iter()
+                .filter(|n| n.ha_maintenance)
+                .map(|n| n.name.clone())
+                .collect();
+            self.set_ha_maintenance(now);
+        }
+
+        fn set_ha_maintenance(&mut self, nodes: BTreeSet<String>) {
+            for n in nodes.difference(&self.ha_maintenance) {
+                tracing::info!(
+                    node = %n,
+                    "node in HA maintenance: Keel places nothing there \
+                     and leaves its HA-managed guests to the HA stack"
+                );
+            }
+            for n in self.ha_maintenance.difference(&nodes) {
+                tracing::info!(node = %n, "node out of HA maintenance");
+            }
+            self.ha_maintenance = nodes;
         }
 
         /// Reads which nodes are in HA maintenance. A failure (no
@@ -177,17 +279,7 @@ mod driver {
             });
             match read {
                 Ok(nodes) => {
-                    for n in nodes.difference(&self.ha_maintenance) {
-                        tracing::info!(
-                            node = %n,
-                            "node in HA maintenance: Keel places nothing there \
-                             and leaves its HA-managed guests to the HA stack"
-                        );
-                    }
-                    for n in self.ha_maintenance.difference(&nodes) {
-                        tracing::info!(node = %n, "node out of HA maintenance");
-                    }
-                    self.ha_maintenance = nodes;
+                    self.set_ha_maintenance(nodes);
                     self.ha_status_failing = false;
                 }
                 Err(e) => {
@@ -226,109 +318,6 @@ mod driver {
         }
     }
 
-    /// Whether a `crs` property string turns automatic rebalancing on.
-    pub(super) fn crs_auto_rebalance(crs: &str) -> bool {
-        crs.split(',').any(|kv| {
-            matches!(
-                kv.trim().split_once('='),
-                Some(("ha-auto-rebalance", "1" | "true" | "yes" | "on"))
-            )
-        })
-    }
-
-    impl ProxmoxDriver {
-        /// The checks of one request before anything starts.
-        fn admit(&self, request: &MigrationRequest<'_>) -> Result<&Guest, DriverError> {
-            let unknown = || DriverError::Unknown {
-                kind: "VM",
-                name: request.vm.to_string(),
-            };
-            let vmid: u64 = request.vm.parse().map_err(|_| unknown())?;
-            let guest = self.guests.get(&vmid).ok_or_else(unknown)?;
-            if guest.node != request.from {
-                return Err(DriverError::Hypervisor {
-                    context: format!("migrating {vmid} from {} to {}", request.from, request.to),
-                    message: format!("the guest is on {} now; move dropped", guest.node),
-                });
-            }
-            if self.ha_maintenance.contains(request.to) {
-                return Err(DriverError::Hypervisor {
-                    context: format!("migrating {vmid} from {} to {}", request.from, request.to),
-                    message: format!("node {} is in HA maintenance; move dropped", request.to),
-                });
-            }
-            if !self.may_act() {
-                return Err(DriverError::Unsupported(
-                    "migrating while the cluster's CRS auto-rebalance is on \
-                     (set proxmox.act_despite_crs_auto_rebalance = true to confirm)",
-                ));
-            }
-            Ok(guest)
-        }
-
-        /// Starts and follows a wave; touches no state (the caller records
-        /// the outcomes).
-        fn run_wave(
-            &self,
-            requests: &[MigrationRequest<'_>],
-        ) -> Vec<Result<MigrationOutcome, DriverError>> {
-            let mut results: Vec<Option<Result<MigrationOutcome, DriverError>>> =
-                requests.iter().map(|_| None).collect();
-            // (request index, migration, task, start, deadline)
-            let mut running = Vec::new();
-            let mut own_tasks: Vec<(String, String)> = Vec::new();
-            for (i, request) in requests.iter().enumerate() {
-                let guest = match self.admit(request) {
-                    Ok(guest) => guest,
-                    Err(e) => {
-                        results[i] = Some(Err(e));
-                        continue;
-                    }
-                };
-                let migration = Migration {
-                    api: &self.api,
-                    config: &self.config,
-                    guest,
-                    to: request.to,
-                    bandwidth_bytes_per_second: request.max_bandwidth_bytes_per_second,
-                };
-                let started = Instant::now();
-                let deadline = migration.deadline();
-                match migration.start(deadline, &own_tasks) {
-                    Ok(Started::Task(upid)) => {
-                        own_tasks.push((upid.clone(), request.to.to_string()));
-                        running.push((i, migration, upid, started, deadline));
-                    }
-                    Ok(Started::Finished) => results[i] = Some(Ok(outcome_since(started))),
-                    Err(e) => results[i] = Some(Err(e)),
-                }
-            }
-            let mut pause = Poll::new();
-            while !running.is_empty() {
-                running.retain(|(i, migration, upid, started, deadline)| {
-                    match migration.poll(upid, *deadline) {
-                        None => true,
-                        Some(result) => {
-                            results[*i] = Some(result.map(|()| outcome_since(*started)));
-                            false
-                        }
-                    }
-                });
-                if !running.is_empty() {
-                    pause.wait();
-                }
-            }
-            results
-                .into_iter()
-                .map(|r| {
-                    r.unwrap_or(Err(DriverError::Unsupported(
-                        "a migration without a result",
-                    )))
-                })
-                .collect()
-        }
-    }
-
     impl Driver for ProxmoxDriver {
         fn name(&self) -> &'static str {
             "proxmox"
@@ -350,6 +339,7 @@ mod driver {
             )?;
             let time_seconds = self.started.elapsed().as_secs_f64();
             let snapshot = observe::split(&resources, time_seconds, &mut self.cpu);
+            self.maintenance_from_hastate(&snapshot.nodes);
             self.refresh_nodes(&snapshot.nodes);
             self.node_details
                 .retain(|name, _| snapshot.nodes.iter().any(|n| n.online && n.name == *name));
@@ -360,10 +350,17 @@ mod driver {
                 pin_containers: !self.config.allow_container_restart,
                 failed: self.failed.keys().copied().collect(),
                 ha_maintenance: self.ha_maintenance.clone(),
+                ha_no_failback: self.ha.no_failback.clone(),
+                refused_everywhere: self.refusals.everywhere(),
             };
             let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
-            let rules = cluster_rules(&snapshot.guests, &names, &self.ha_rules, &pins);
+            let mut rules = cluster_rules(&snapshot.guests, &names, &self.ha.rules, &pins);
+            let running: Vec<&Guest> = snapshot.guests.iter().filter(|g| g.running).collect();
+            rules
+                .vm_host
+                .extend(self.refusals.must_not_rules(&running, &names));
             self.guests = snapshot.guests.into_iter().map(|g| (g.vmid, g)).collect();
+            self.refusals.retain_present(&self.guests);
             let observation = Observation {
                 time_seconds,
                 hosts,
@@ -394,41 +391,11 @@ mod driver {
             &mut self,
             requests: &[MigrationRequest<'_>],
         ) -> Vec<Result<MigrationOutcome, DriverError>> {
-            let results = self.run_wave(requests);
-            for (request, result) in requests.iter().zip(&results) {
-                let Ok(vmid) = request.vm.parse::<u64>() else {
-                    continue;
-                };
-                match result {
-                    Ok(_) => {
-                        if let Some(g) = self.guests.get_mut(&vmid) {
-                            g.node = request.to.to_string();
-                        }
-                    }
-                    Err(DriverError::MigrationFailed { .. } | DriverError::VmLost { .. }) => {
-                        self.failed.insert(vmid, Instant::now());
-                    }
-                    Err(_) => {}
-                }
-            }
-            results
+            self.run_and_record(requests)
         }
 
         fn cluster_rules(&self) -> Rules {
             self.rules.clone()
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn crs_auto_rebalance_is_read_from_the_property_string() {
-            assert!(!crs_auto_rebalance(""));
-            assert!(!crs_auto_rebalance("ha=static,ha-rebalance-on-start=1"));
-            assert!(crs_auto_rebalance("ha=dynamic,ha-auto-rebalance=1"));
-            assert!(!crs_auto_rebalance("ha-auto-rebalance=0"));
         }
     }
 }

@@ -26,9 +26,13 @@ fn assert_clean(fake: &FakeProxmox) {
 }
 
 /// Four nodes: a and c hot, b and d idle, b in HA maintenance with an
-/// HA-managed VM (110) and a plain one (111) still on it.
+/// HA-managed VM (110) and a plain one (111) still on it. The cluster
+/// plays PVE 8.2, whose nodes carry no `hastate` (8.3+): the HA status is
+/// where maintenance is read (`point9_*` of proxmox_versions covers 8.3+).
 fn cluster_with_b_in_maintenance() -> FakeCluster {
     let mut c = FakeCluster::new(&["a", "b", "c", "d"], 4, 16);
+    c.profile = proxmox_fake::Profile::Pve8;
+    c.release_override = Some("8.2");
     c.nodes[1].ha_maintenance = true;
     for (vmid, node) in [(101, "a"), (102, "a"), (103, "c"), (104, "c")] {
         c.guests.push(FakeGuest::new(vmid, "qemu", node, 2, 0.95));

@@ -16,10 +16,14 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::time::Duration;
 
-/// One cluster's API endpoint with its token.
+/// One cluster's API endpoints (the configured node first, then the
+/// fallbacks) with its token.
 pub(crate) struct Api {
     http: Client,
-    base: String,
+    /// `https://HOST:PORT/api2/json` of each node Keel may ask.
+    bases: Vec<String>,
+    /// The one asked now: the next is tried when it cannot be reached.
+    current: Cell<usize>,
     authorization: String,
     token_id: String,
     requests: Cell<u64>,
@@ -68,7 +72,11 @@ impl Api {
         .map_err(setup)?;
         Ok(Self {
             http,
-            base: format!("{}/api2/json", config.url.trim_end_matches('/')),
+            bases: std::iter::once(&config.url)
+                .chain(&config.fallback_urls)
+                .map(|u| format!("{}/api2/json", u.trim_end_matches('/')))
+                .collect(),
+            current: Cell::new(0),
             authorization: format!("PVEAPIToken={}={}", config.token_id, secret.trim()),
             token_id: config.token_id.clone(),
             requests: Cell::new(0),
@@ -103,6 +111,25 @@ impl Api {
         self.call(Method::Get, path, query, need)
     }
 
+    /// GET `path`, `None` when this Proxmox VE version has no such method
+    /// (501: pve-manager's REST handler answers "Method ... not
+    /// implemented" for a path it does not know).
+    pub(crate) fn get_unless_missing<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        need: &str,
+    ) -> Result<Option<T>, DriverError> {
+        match self.call_optional(Method::Get, path, &[], need) {
+            Err(Missing::NotImplemented) => Ok(None),
+            Err(Missing::Error(e)) => Err(e),
+            Ok(Some(v)) => Ok(Some(v)),
+            Ok(None) => Err(DriverError::Hypervisor {
+                context: format!("GET {path}"),
+                message: "the answer's \"data\" is null".into(),
+            }),
+        }
+    }
+
     /// POST `path` with form parameters `form`.
     pub(crate) fn post(
         &self,
@@ -120,27 +147,80 @@ impl Api {
         params: &[(&str, String)],
         need: &str,
     ) -> Result<T, DriverError> {
+        match self.call_optional(method, path, params, need) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(DriverError::Hypervisor {
+                context: format!("{} {path}", method.as_str()),
+                message: "the answer has no \"data\" (null)".into(),
+            }),
+            Err(Missing::NotImplemented) => Err(DriverError::Hypervisor {
+                context: format!("{} {path}", method.as_str()),
+                message: "HTTP 501: this Proxmox VE version has no such method".into(),
+            }),
+            Err(Missing::Error(e)) => Err(e),
+        }
+    }
+
+    /// Sends the request to the current node, then to the next ones while
+    /// a node cannot be reached (connect error or timeout).
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        encoded: &str,
+    ) -> Result<reqwest::blocking::Response, String> {
+        let mut last = String::new();
+        for attempt in 0..self.bases.len() {
+            let index = (self.current.get() + attempt) % self.bases.len();
+            let url = format!("{}{}", self.bases[index], path);
+            let request = match method {
+                Method::Get if encoded.is_empty() => self.http.get(url),
+                Method::Get => self.http.get(format!("{url}?{encoded}")),
+                Method::Post => self
+                    .http
+                    .post(url)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(encoded.to_string()),
+            };
+            match request.header("Authorization", &self.authorization).send() {
+                Ok(response) => {
+                    if index != self.current.get() {
+                        tracing::warn!(
+                            url = %self.bases[index],
+                            "the Proxmox VE node asked so far cannot be reached: asking this one"
+                        );
+                        self.current.set(index);
+                    }
+                    return Ok(response);
+                }
+                // A POST that timed out may have been done: not repeated.
+                Err(e) if e.is_connect() || (e.is_timeout() && method == Method::Get) => {
+                    last = format!("{}: {}", self.bases[index], error_chain(&e));
+                }
+                Err(e) => return Err(error_chain(&e)),
+            }
+        }
+        Err(last)
+    }
+
+    /// The call; `Ok(None)` for `{"data": null}` (what a method declared
+    /// to return null answers, e.g. the HA migrate request of pve-ha-manager
+    /// 4.x, `src/PVE/API2/HA/Resources.pm`).
+    fn call_optional<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, String)],
+        need: &str,
+    ) -> Result<Option<T>, Missing> {
         self.requests.set(self.requests.get() + 1);
         let context = format!("{} {}", method.as_str(), path);
-        let url = format!("{}{}", self.base, path);
         let encoded = encode_params(params);
-        let request = match method {
-            Method::Get if encoded.is_empty() => self.http.get(url),
-            Method::Get => self.http.get(format!("{url}?{encoded}")),
-            Method::Post => self
-                .http
-                .post(url)
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(encoded),
-        };
         let fail = |message: String| DriverError::Hypervisor {
             context: context.clone(),
             message,
         };
-        let response = request
-            .header("Authorization", &self.authorization)
-            .send()
-            .map_err(|e| fail(error_chain(&e)))?;
+        let response = self.send(method, path, &encoded).map_err(fail)?;
         let status = response.status();
         let body = response
             .bytes()
@@ -150,7 +230,8 @@ impl Api {
                 "401: the cluster rejected API token {} (unknown token, wrong secret or expired); \
                  check proxmox.token_id and the secret",
                 self.token_id
-            ))),
+            ))
+            .into()),
             StatusCode::FORBIDDEN => Err(fail(format!(
                 "403: API token {} lacks {need}{}; grant it (docs/proxmox.md lists the roles), \
                  and note a token with privilege separation needs its own ACL entries",
@@ -158,16 +239,41 @@ impl Api {
                 server_message(&body)
                     .map(|m| format!(" ({m})"))
                     .unwrap_or_default()
-            ))),
-            s if s.is_success() => parse_envelope(&body).map_err(fail),
+            ))
+            .into()),
+            StatusCode::NOT_IMPLEMENTED => Err(Missing::NotImplemented),
+            s if s.is_success() => parse_optional_envelope(&body).map_err(|m| fail(m).into()),
             s => Err(fail(format!(
                 "HTTP {}{}",
                 s.as_u16(),
                 server_message(&body)
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default()
-            ))),
+            ))
+            .into()),
         }
+    }
+}
+
+/// Why a call gave no value.
+enum Missing {
+    /// 501: the method does not exist in this version.
+    NotImplemented,
+    Error(DriverError),
+}
+
+impl From<DriverError> for Missing {
+    fn from(e: DriverError) -> Self {
+        Missing::Error(e)
+    }
+}
+
+/// The `data` of a `{"data": ...}` answer, `None` when it is null.
+fn parse_optional_envelope<T: DeserializeOwned>(body: &[u8]) -> Result<Option<T>, String> {
+    match parse_envelope::<Option<T>>(body) {
+        Ok(v) => Ok(v),
+        Err(m) if m.contains("no \"data\" member") => Ok(None),
+        Err(m) => Err(m),
     }
 }
 

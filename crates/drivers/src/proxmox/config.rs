@@ -12,6 +12,11 @@ use std::path::PathBuf;
 pub struct ProxmoxConfig {
     /// Any node of the cluster, `https://HOST:8006` (no path).
     pub url: String,
+    /// Other nodes of the same cluster, same form: asked in turn when the
+    /// current one cannot be reached (a node rebooting), so Keel is not
+    /// blind while one node is down.
+    #[serde(default)]
+    pub fallback_urls: Vec<String>,
     /// The API token id, `USER@REALM!TOKENID` (e.g. `keel@pve!balancer`).
     pub token_id: String,
     /// The token's secret (a UUID). Prefer `token_secret_file`.
@@ -70,6 +75,16 @@ pub struct ProxmoxConfig {
     /// Keel plans to move it again (default 3600): no retry loop.
     #[serde(default = "default_failed_hold")]
     pub failed_migration_hold_seconds: f64,
+    /// Seconds the HA stack has to start moving an HA-managed guest Keel
+    /// asked it to move (default 30, three CRM rounds); if it has not, it
+    /// ignored the request (node or resource affinity) and Keel records
+    /// the refusal.
+    #[serde(default = "default_ha_request_grace")]
+    pub ha_request_grace_seconds: f64,
+    /// First pause, seconds, between two looks at a running migration
+    /// (task status, HA state); it doubles up to 2 s (default 0.05).
+    #[serde(default = "default_poll_start")]
+    pub poll_start_seconds: f64,
     /// Act even though the cluster's own resource scheduler (CRS) balances
     /// automatically. Off by default: Keel then only recommends.
     #[serde(default)]
@@ -84,6 +99,12 @@ fn default_task_timeout() -> f64 {
 }
 fn default_rules_refresh() -> f64 {
     60.0
+}
+fn default_poll_start() -> f64 {
+    0.05
+}
+fn default_ha_request_grace() -> f64 {
+    30.0
 }
 fn default_failed_hold() -> f64 {
     3600.0
@@ -116,6 +137,7 @@ impl ProxmoxConfig {
     pub fn new(url: &str, token_id: &str, token_secret: &str) -> Self {
         Self {
             url: url.to_string(),
+            fallback_urls: Vec::new(),
             token_id: token_id.to_string(),
             token_secret: Some(token_secret.to_string()),
             token_secret_file: None,
@@ -132,6 +154,8 @@ impl ProxmoxConfig {
             max_migrations_per_node: default_per_node(),
             max_migrations_per_cluster: default_per_cluster(),
             failed_migration_hold_seconds: default_failed_hold(),
+            ha_request_grace_seconds: default_ha_request_grace(),
+            poll_start_seconds: default_poll_start(),
             act_despite_crs_auto_rebalance: false,
         }
     }
@@ -144,9 +168,19 @@ impl ProxmoxConfig {
             value: value.to_string(),
             expected,
         };
-        let rest = self.url.strip_prefix("https://").unwrap_or("");
-        if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        let bad_url = |url: &str| {
+            let rest = url.strip_prefix("https://").unwrap_or("");
+            rest.is_empty() || rest.contains(['/', '?', '#', ' '])
+        };
+        if bad_url(&self.url) {
             return Err(err("url", &self.url, "https://HOST[:PORT] with no path"));
+        }
+        if let Some(url) = self.fallback_urls.iter().find(|u| bad_url(u)) {
+            return Err(err(
+                "fallback_urls",
+                url,
+                "https://HOST[:PORT] with no path, for each",
+            ));
         }
         let (user, token) = self.token_id.split_once('!').unwrap_or(("", ""));
         let realm_ok = user
@@ -201,6 +235,8 @@ impl ProxmoxConfig {
                 "failed_migration_hold_seconds",
                 self.failed_migration_hold_seconds,
             ),
+            ("ha_request_grace_seconds", self.ha_request_grace_seconds),
+            ("poll_start_seconds", self.poll_start_seconds),
         ];
         for (setting, v) in durations {
             if !(v.is_finite() && v > 0.0 && v < 1e9) {

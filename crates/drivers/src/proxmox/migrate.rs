@@ -1,27 +1,67 @@
-//! Moving a guest: live migration for VMs after Proxmox VE's own
-//! precondition check, restart migration for containers (only when the
-//! operator allows it), HA-managed guests through the HA stack; then the
-//! task followed to its exit status. A failed task is reported with the
-//! last line of its log and never retried here.
+//! Moving a guest: Proxmox VE's own precondition check (`precondition.rs`),
+//! then `POST /nodes/{node}/{qemu|lxc}/{vmid}/migrate`: live migration for
+//! VMs, restart migration for containers (only when the operator allows
+//! it). For an HA-managed guest the same call hands the move to the HA
+//! stack as a short `hamigrate` task (qemu-server `src/PVE/API2/Qemu.pm`,
+//! pve-container `src/PVE/API2/LXC.pm`, migrate_vm: `VM.Migrate` only);
+//! the CRM's service state is then followed until the guest runs on the
+//! target, the CRM leaves it where it was (refused), or it fails.
+//!
+//! A refusal (precondition, a synchronous API error, the CRM ignoring the
+//! request) is returned as a [`Refusal`] for the driver to remember.
 
 use super::client::{percent_encode, Api};
 use super::config::ProxmoxConfig;
 use super::observe::{Guest, GuestKind};
+use super::precondition::{self, Verdict};
+use super::version::PveVersion;
 use crate::{DriverError, MigrationOutcome};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 /// Task types that are migrations (Keel's or anyone's).
 const MIGRATION_TASKS: [&str; 3] = ["qmigrate", "vzmigrate", "hamigrate"];
 
+/// Where Proxmox VE refused a guest to go.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Refused {
+    Everywhere,
+    Nodes(Vec<String>),
+}
+
+/// A move Proxmox VE refused, to be remembered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refusal {
+    pub vmid: u64,
+    pub targets: Refused,
+    pub reason: String,
+    /// Refused by the HA stack (blocking HA resources, the CRM ignoring
+    /// the request): also forgotten when the HA rules change.
+    pub by_ha: bool,
+}
+
 /// One migration, from its checks to its end.
 pub(crate) struct Migration<'a> {
     pub api: &'a Api,
     pub config: &'a ProxmoxConfig,
+    pub version: PveVersion,
     pub guest: &'a Guest,
     pub to: &'a str,
     /// Bandwidth cap asked by the caller, bytes per second.
     pub bandwidth_bytes_per_second: Option<f64>,
+    /// Refusals met (appended).
+    pub refusals: &'a RefCell<Vec<Refusal>>,
+}
+
+/// A started migration being followed.
+pub(crate) struct Follow {
+    pub upid: String,
+    /// HA resources moving with the guest.
+    pub partners: Vec<u64>,
+    /// For an HA guest, once its `hamigrate` task ended: when, and
+    /// whether the CRM was seen migrating it.
+    crm: Option<(Instant, bool)>,
 }
 
 impl Migration<'_> {
@@ -35,11 +75,22 @@ impl Migration<'_> {
         )
     }
 
-    fn refused(&self, message: String) -> DriverError {
+    fn dropped(&self, message: String) -> DriverError {
         DriverError::Hypervisor {
             context: self.context(),
             message,
         }
+    }
+
+    /// A refusal: remembered, and reported as an error.
+    fn refuse(&self, targets: Refused, reason: String) -> DriverError {
+        self.refusals.borrow_mut().push(Refusal {
+            vmid: self.guest.vmid,
+            targets,
+            by_ha: reason.contains("blocking-ha-resources") || reason.contains("HA stack"),
+            reason: reason.clone(),
+        });
+        self.dropped(format!("Proxmox VE refuses it: {reason}"))
     }
 
     fn failed(&self, cause: String) -> DriverError {
@@ -55,10 +106,10 @@ impl Migration<'_> {
         Instant::now() + Duration::from_secs_f64(self.config.task_timeout_seconds)
     }
 
-    /// Checks the guest and both nodes, waits for a free slot (the
-    /// concurrency limits, counting migrations already running, Keel's own
-    /// included) and starts the migration. An HA-managed guest is moved by
-    /// the HA stack, not by a task: that one is followed to its end here.
+    /// Checks the guest and both nodes, asks Proxmox VE whether the move
+    /// is possible, waits for a free slot (the concurrency limits, counting
+    /// migrations already running, Keel's own included, and HA partners
+    /// moving along) and starts the migration task.
     ///
     /// `own_tasks` are Keel's migration tasks of this wave as (UPID, target
     /// node): a running one counts on its target too (for other people's
@@ -67,19 +118,84 @@ impl Migration<'_> {
         &self,
         deadline: Instant,
         own_tasks: &[(String, String)],
-    ) -> Result<Started, DriverError> {
+    ) -> Result<Follow, DriverError> {
         if self.guest.kind == GuestKind::Lxc && !self.config.allow_container_restart {
             return Err(DriverError::Unsupported(
                 "moving a running container (it restarts): set proxmox.allow_container_restart = true",
             ));
         }
         self.check_nodes()?;
-        self.wait_for_slot(deadline, own_tasks)?;
-        if self.guest.ha {
-            self.through_ha(deadline)?;
-            Ok(Started::Finished)
-        } else {
-            Ok(Started::Task(self.start_task()?))
+        let g = self.guest;
+        let path = format!("/nodes/{}/{}/{}/migrate", g.node, g.kind.path(), g.vmid);
+        let need = format!("VM.Migrate on /vms/{}", g.vmid);
+        let (partners, local_disks) = self.precondition(&path, &need)?;
+        self.wait_for_slot(deadline, own_tasks, 1 + partners.len())?;
+        let mut form = vec![("target", self.to.to_string())];
+        match g.kind {
+            GuestKind::Qemu => {
+                form.push(("online", "1".into()));
+                if !local_disks.is_empty() {
+                    form.push(("with-local-disks", "1".into()));
+                }
+            }
+            GuestKind::Lxc => {
+                form.push(("restart", "1".into()));
+                form.push((
+                    "timeout",
+                    self.config.container_shutdown_timeout_seconds.to_string(),
+                ));
+            }
+        }
+        let kib = self.config.bandwidth_limit_kib_per_second.or(self
+            .bandwidth_bytes_per_second
+            .map(|b| (b / 1024.0).max(1.0) as u64));
+        if let Some(kib) = kib {
+            form.push(("bwlimit", kib.to_string()));
+        }
+        let upid = match self.api.post(&path, &form, &need) {
+            Ok(upid) => upid,
+            // pve-manager answers a `die` of the handler with 500 and its
+            // message (replicated VM to a node outside its replication
+            // targets, storage missing there...): a refusal of this target.
+            // A lock is passing (a backup, a snapshot): not a refusal.
+            Err(DriverError::Hypervisor { message, .. })
+                if (message.starts_with("HTTP 500") || message.starts_with("HTTP 400"))
+                    && !message.contains("locked") =>
+            {
+                return Err(self.refuse(Refused::Nodes(vec![self.to.to_string()]), message));
+            }
+            Err(e) => return Err(e),
+        };
+        let upid = upid
+            .as_str()
+            .filter(|u| u.starts_with("UPID:"))
+            .map(str::to_string)
+            .ok_or_else(|| self.dropped(format!("the answer is not a task id: {upid}")))?;
+        Ok(Follow {
+            upid,
+            partners,
+            crm: None,
+        })
+    }
+
+    /// The precondition check: (HA partners, local disks to copy), or the
+    /// refusal. 8.x has no such check for containers.
+    fn precondition(&self, path: &str, need: &str) -> Result<(Vec<u64>, Vec<String>), DriverError> {
+        let spelling = match self.guest.kind {
+            GuestKind::Qemu => &precondition::QEMU,
+            GuestKind::Lxc if self.version.has_container_precondition() => &precondition::LXC,
+            GuestKind::Lxc => return Ok((Vec::new(), Vec::new())),
+        };
+        let check = self
+            .api
+            .get(path, &[("target", self.to.to_string())], need)?;
+        match precondition::verdict(&check, spelling, self.to, self.config.allow_local_disks) {
+            Verdict::Go {
+                partners,
+                local_disks,
+            } => Ok((partners, local_disks)),
+            Verdict::NotTo { nodes, reason } => Err(self.refuse(Refused::Nodes(nodes), reason)),
+            Verdict::Nowhere(reason) => Err(self.refuse(Refused::Everywhere, reason)),
         }
     }
 
@@ -93,7 +209,7 @@ impl Migration<'_> {
                     .and_then(|n| n.get("status").and_then(Value::as_str))
             });
             if status != Some("online") {
-                return Err(self.refused(format!(
+                return Err(self.dropped(format!(
                     "dropped before it started: node {name} is {}",
                     status.unwrap_or("not in the cluster")
                 )));
@@ -102,14 +218,16 @@ impl Migration<'_> {
         Ok(())
     }
 
-    /// Waits until the nodes and the cluster have room for one more
-    /// migration (counting migrations others started).
+    /// Waits until the nodes and the cluster have room for `weight` more
+    /// migrations (counting migrations others started).
     fn wait_for_slot(
         &self,
         deadline: Instant,
         own_tasks: &[(String, String)],
+        weight: usize,
     ) -> Result<(), DriverError> {
-        let mut pause = Poll::new();
+        let weight = weight as u32;
+        let mut pause = Poll::new(self.config);
         loop {
             let tasks = self.api.get("/cluster/tasks", &[], "Sys.Audit on /")?;
             let list = tasks.as_array().map(Vec::as_slice).unwrap_or_default();
@@ -129,7 +247,9 @@ impl Migration<'_> {
                 (running.iter().filter(|(node, _)| node == n).count()
                     + own_targets.iter().filter(|t| **t == n).count()) as u32
             };
-            let busy = if running.len() as u32 >= self.config.max_migrations_per_cluster {
+            let limit_node = self.config.max_migrations_per_node.max(weight);
+            let limit_cluster = self.config.max_migrations_per_cluster.max(weight);
+            let busy = if running.len() as u32 + weight > limit_cluster {
                 Some(format!(
                     "{} migrations running in the cluster",
                     running.len()
@@ -137,12 +257,12 @@ impl Migration<'_> {
             } else {
                 [self.guest.node.as_str(), self.to]
                     .into_iter()
-                    .find(|n| on(n) >= self.config.max_migrations_per_node)
+                    .find(|n| on(n) + weight > limit_node)
                     .map(|n| format!("{} migrations running on {n}", on(n)))
             };
             let Some(busy) = busy else { return Ok(()) };
             if Instant::now() >= deadline {
-                return Err(self.refused(format!(
+                return Err(self.dropped(format!(
                     "dropped: {busy} (limits: proxmox.max_migrations_per_node = {}, \
                      max_migrations_per_cluster = {}) until the timeout",
                     self.config.max_migrations_per_node, self.config.max_migrations_per_cluster
@@ -152,71 +272,25 @@ impl Migration<'_> {
         }
     }
 
-    /// The precondition check, then the POST; returns the task's UPID.
-    fn start_task(&self) -> Result<String, DriverError> {
-        let g = self.guest;
-        let path = format!("/nodes/{}/{}/{}/migrate", g.node, g.kind.path(), g.vmid);
-        let need = format!("VM.Migrate on /vms/{}", g.vmid);
-        let check = self
-            .api
-            .get(&path, &[("target", self.to.to_string())], &need)?;
-        let (allowed, not_allowed) = match g.kind {
-            GuestKind::Qemu => ("allowed_nodes", "not_allowed_nodes"),
-            GuestKind::Lxc => ("allowed-nodes", "not-allowed-nodes"),
-        };
-        if let Some(why) = blocked_target(&check, allowed, not_allowed, self.to) {
-            return Err(self.refused(format!("Proxmox VE does not allow it: {why}")));
+    /// One look at a started migration: `Some` once it ended (its result)
+    /// or the deadline passed (an error), `None` while it runs.
+    pub(crate) fn poll(
+        &self,
+        follow: &mut Follow,
+        deadline: Instant,
+    ) -> Option<Result<(), DriverError>> {
+        if let Some((since, seen_migrating)) = follow.crm {
+            return self.poll_crm(follow, since, seen_migrating, deadline);
         }
-        let mut form = vec![("target", self.to.to_string())];
-        let kib = self.config.bandwidth_limit_kib_per_second.or(self
-            .bandwidth_bytes_per_second
-            .map(|b| (b / 1024.0).max(1.0) as u64));
-        match g.kind {
-            GuestKind::Qemu => {
-                if let Some(r) = non_empty_list(&check, "local_resources") {
-                    return Err(self.refused(format!("local resources block it: {r}")));
-                }
-                let disks = local_disks(&check);
-                if !disks.is_empty() && !self.config.allow_local_disks {
-                    return Err(self.refused(format!(
-                        "it has local disks ({}); set proxmox.allow_local_disks = true to copy them",
-                        disks.join(", ")
-                    )));
-                }
-                form.push(("online", "1".into()));
-                if !disks.is_empty() {
-                    form.push(("with-local-disks", "1".into()));
-                }
-            }
-            GuestKind::Lxc => {
-                form.push(("restart", "1".into()));
-                form.push((
-                    "timeout",
-                    self.config.container_shutdown_timeout_seconds.to_string(),
-                ));
-            }
-        }
-        if let Some(kib) = kib {
-            form.push(("bwlimit", kib.to_string()));
-        }
-        let upid = self.api.post(&path, &form, &need)?;
-        upid.as_str()
-            .filter(|u| u.starts_with("UPID:"))
-            .map(str::to_string)
-            .ok_or_else(|| self.refused(format!("the answer is not a task id: {upid}")))
-    }
-
-    /// One look at task `upid`: `Some` once it stopped (its result) or the
-    /// deadline passed (an error), `None` while it runs.
-    pub(crate) fn poll(&self, upid: &str, deadline: Instant) -> Option<Result<(), DriverError>> {
+        let upid = &follow.upid;
         let node = upid
             .split(':')
             .nth(1)
             .unwrap_or(&self.guest.node)
             .to_string();
-        let path = format!("/nodes/{node}/tasks/{}", percent_encode(upid));
+        let path = format!("/nodes/{node}/tasks/{}/status", percent_encode(upid));
         let need = format!("Sys.Audit on /nodes/{node}");
-        let status = match self.api.get(&format!("{path}/status"), &[], &need) {
+        let status = match self.api.get(&path, &[], &need) {
             Ok(status) => status,
             Err(e) => return Some(Err(e)),
         };
@@ -225,13 +299,16 @@ impl Migration<'_> {
                 .get("exitstatus")
                 .and_then(Value::as_str)
                 .unwrap_or("(no exit status)");
-            if exit == "OK" {
-                return Some(Ok(()));
+            if !exit_is_ok(exit) {
+                // The exit status is the task's last error line (pve-common
+                // `src/PVE/RESTEnvironment.pm`): no log read needed.
+                return Some(Err(self.failed(format!("task {upid} ended with {exit:?}"))));
             }
-            let line = self.last_log_line(&path, &need);
-            return Some(Err(
-                self.failed(format!("task {upid} ended with {exit:?}; log: {line}"))
-            ));
+            if self.guest.ha {
+                follow.crm = Some((Instant::now(), false));
+                return None;
+            }
+            return Some(Ok(()));
         }
         if Instant::now() >= deadline {
             return Some(Err(self.failed(format!(
@@ -243,69 +320,90 @@ impl Migration<'_> {
         None
     }
 
-    fn last_log_line(&self, task_path: &str, need: &str) -> String {
-        let query = [("start", "0".to_string()), ("limit", "1000".to_string())];
-        match self.api.get(&format!("{task_path}/log"), &query, need) {
-            Ok(lines) => lines
-                .as_array()
-                .and_then(|l| {
-                    l.iter()
-                        .filter_map(|x| x.get("t").and_then(Value::as_str))
-                        .rfind(|t| !t.trim().is_empty())
-                })
-                .unwrap_or("(empty log)")
-                .to_string(),
-            Err(e) => format!("(log unreadable: {e})"),
-        }
-    }
-
-    /// Asks the HA stack to move the guest and waits until it runs there.
-    fn through_ha(&self, deadline: Instant) -> Result<(), DriverError> {
+    /// Follows the CRM's handling of the request through the documented
+    /// HA status (`crm_state` and `node` of the service entry, pve-ha-manager
+    /// `src/PVE/API2/HA/Status.pm`).
+    fn poll_crm(
+        &self,
+        follow: &mut Follow,
+        since: Instant,
+        seen_migrating: bool,
+        deadline: Instant,
+    ) -> Option<Result<(), DriverError>> {
         let g = self.guest;
         let sid = format!("{}:{}", g.kind.ha_type(), g.vmid);
-        let need = "Sys.Console on / (HA migrations)";
-        let path = format!("/cluster/ha/resources/{}/migrate", percent_encode(&sid));
-        let answer = self
+        let status = match self
             .api
-            .post(&path, &[("node", self.to.to_string())], need)?;
-        if let Some(blocking) = non_empty_list(&answer, "blocking-resources") {
-            return Err(self.refused(format!("HA resources block it: {blocking}")));
-        }
-        let mut pause = Poll::new();
-        loop {
-            let list = self.api.get(
-                "/cluster/resources",
-                &[("type", "vm".to_string())],
-                "VM.Audit on /vms",
-            )?;
-            let now = list.as_array().and_then(|l| {
-                l.iter()
-                    .find(|r| r.get("vmid").and_then(Value::as_u64) == Some(g.vmid))
-            });
-            let Some(now) = now else {
-                return Err(DriverError::VmLost {
-                    vm: g.vmid.to_string(),
-                    from: g.node.clone(),
-                    to: self.to.to_string(),
-                    cause: "the guest vanished from the cluster during its HA migration".into(),
-                });
-            };
-            let node = now.get("node").and_then(Value::as_str);
-            let status = now.get("status").and_then(Value::as_str);
-            if node == Some(self.to) && status == Some("running") {
-                return Ok(());
+            .get("/cluster/ha/status/current", &[], "Sys.Audit on /")
+        {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        let entry = status.as_array().and_then(|l| {
+            l.iter()
+                .find(|e| e.get("sid").and_then(Value::as_str) == Some(sid.as_str()))
+        });
+        let Some(entry) = entry else {
+            return Some(Err(DriverError::VmLost {
+                vm: g.vmid.to_string(),
+                from: g.node.clone(),
+                to: self.to.to_string(),
+                cause: format!("{sid} left the HA stack during its migration"),
+            }));
+        };
+        let node = entry.get("node").and_then(Value::as_str).unwrap_or("?");
+        let state = entry
+            .get("crm_state")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        // Service states of the CRM (`src/PVE/HA/Manager.pm`).
+        match state {
+            "started" if node == self.to => return Some(Ok(())),
+            "migrate" | "relocate" => follow.crm = Some((since, true)),
+            "started" if seen_migrating => {
+                return Some(Err(
+                    self.failed(format!("the HA stack tried and left {sid} on {node}"))
+                ))
             }
-            if Instant::now() >= deadline {
-                return Err(self.failed(format!(
-                    "HA did not move {sid} within {} s (it is on {}, {})",
-                    self.config.task_timeout_seconds,
-                    node.unwrap_or("?"),
-                    status.unwrap_or("?")
-                )));
+            "started" => {
+                let grace = Duration::from_secs_f64(self.config.ha_request_grace_seconds);
+                if since.elapsed() >= grace {
+                    // The CRM ignores a request it cannot follow (node
+                    // affinity, negative resource affinity) and logs it only.
+                    return Some(Err(self.refuse(
+                        Refused::Nodes(vec![self.to.to_string()]),
+                        format!(
+                            "the HA stack did not start moving {sid} within {} s \
+                             (proxmox.ha_request_grace_seconds): it keeps it on {node}",
+                            self.config.ha_request_grace_seconds
+                        ),
+                    )));
+                }
             }
-            pause.wait();
+            "error" | "fence" | "recovery" | "freeze" | "stopped" | "request_stop" => {
+                return Some(Err(
+                    self.failed(format!("HA resource {sid} is in state {state} on {node}"))
+                ))
+            }
+            _ => {}
         }
+        if Instant::now() >= deadline {
+            return Some(Err(self.failed(format!(
+                "HA did not move {sid} within {} s (it is on {node}, {state})",
+                self.config.task_timeout_seconds
+            ))));
+        }
+        None
     }
+}
+
+/// A task's exit status means success: `OK` or `WARNINGS: <n>` (pve-common
+/// `src/PVE/UPID.pm`, status_is_error).
+pub(crate) fn exit_is_ok(exit: &str) -> bool {
+    exit == "OK"
+        || exit
+            .strip_prefix("WARNINGS: ")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn kind_word(kind: GuestKind) -> &'static str {
@@ -330,70 +428,6 @@ fn running_migration(task: &Value) -> Option<(String, String)> {
         .then(|| (node.to_string(), kind.to_string()))
 }
 
-/// Why the precondition answer forbids `target`, if it does.
-fn blocked_target(check: &Value, allowed: &str, not_allowed: &str, target: &str) -> Option<String> {
-    // An object keyed by node (what Proxmox VE answers) or a plain list.
-    let listed = match check.get(not_allowed) {
-        Some(Value::Object(map)) => map.get(target).map(|info| format!(" ({info})")),
-        Some(Value::Array(list)) => list
-            .iter()
-            .any(|n| n.as_str() == Some(target))
-            .then(String::new),
-        _ => None,
-    };
-    if let Some(info) = listed {
-        return Some(format!("{target} is not allowed{info}"));
-    }
-    if let Some(list) = check.get(allowed).and_then(Value::as_array) {
-        if !list.iter().any(|n| n.as_str() == Some(target)) {
-            return Some(format!("{target} is not among the allowed nodes"));
-        }
-    }
-    None
-}
-
-fn non_empty_list(v: &Value, key: &str) -> Option<String> {
-    let list = v.get(key)?.as_array()?;
-    (!list.is_empty()).then(|| {
-        list.iter()
-            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-            .collect::<Vec<_>>()
-            .join(", ")
-    })
-}
-
-/// Local disks that a live migration would have to copy (not CD-ROMs,
-/// not unused volumes).
-fn local_disks(check: &Value) -> Vec<String> {
-    let yes = |d: &Value, k: &str| {
-        d.get(k)
-            .is_some_and(|v| v.as_bool().unwrap_or(false) || v.as_i64().unwrap_or(0) != 0)
-    };
-    check
-        .get("local_disks")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter(|d| !yes(d, "cdrom") && !yes(d, "is_unused"))
-                .map(|d| {
-                    d.get("volid")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_string()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Where a migration stands once started.
-pub(crate) enum Started {
-    /// A task runs: follow it by its UPID.
-    Task(String),
-    /// Already over (an HA migration, followed to its end when started).
-    Finished,
-}
-
 /// The outcome of a migration that started at `started` and ended now
 /// (Proxmox VE reports neither downtime nor bytes).
 pub(crate) fn outcome_since(started: Instant) -> MigrationOutcome {
@@ -404,13 +438,13 @@ pub(crate) fn outcome_since(started: Instant) -> MigrationOutcome {
     }
 }
 
-/// Polling pauses: 50 ms doubling to 2 s (short tasks finish fast, long
-/// ones are not hammered).
+/// Polling pauses: `poll_start_seconds` (50 ms) doubling to 2 s (short
+/// tasks finish fast, long ones are not hammered).
 pub(crate) struct Poll(Duration);
 
 impl Poll {
-    pub(crate) fn new() -> Self {
-        Poll(Duration::from_millis(50))
+    pub(crate) fn new(config: &ProxmoxConfig) -> Self {
+        Poll(Duration::from_secs_f64(config.poll_start_seconds.min(2.0)))
     }
     pub(crate) fn wait(&mut self) {
         std::thread::sleep(self.0);
@@ -424,27 +458,13 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn preconditions_are_read_in_both_spellings() {
-        let qemu = json!({"running":1,"allowed_nodes":["b"],"not_allowed_nodes":{"c":{"unavailable_storages":["local-zfs"]}},
-            "local_disks":[{"volid":"local:iso/x.iso","cdrom":1,"is_unused":0,"size":1},{"volid":"local-zfs:vm-100-disk-0","cdrom":0,"is_unused":0,"size":1}],
-            "local_resources":[]});
-        assert_eq!(
-            blocked_target(&qemu, "allowed_nodes", "not_allowed_nodes", "b"),
-            None
-        );
-        assert!(
-            blocked_target(&qemu, "allowed_nodes", "not_allowed_nodes", "c")
-                .unwrap()
-                .contains("local-zfs")
-        );
-        assert!(blocked_target(&qemu, "allowed_nodes", "not_allowed_nodes", "d").is_some());
-        assert_eq!(local_disks(&qemu), ["local-zfs:vm-100-disk-0"]);
-        assert_eq!(non_empty_list(&qemu, "local_resources"), None);
-        let lxc = json!({"running":true,"allowed-nodes":["b"]});
-        assert_eq!(
-            blocked_target(&lxc, "allowed-nodes", "not-allowed-nodes", "b"),
-            None
-        );
+    fn ok_and_warnings_are_success() {
+        assert!(exit_is_ok("OK"));
+        assert!(exit_is_ok("WARNINGS: 1"));
+        assert!(exit_is_ok("WARNINGS: 12"));
+        assert!(!exit_is_ok("WARNINGS: "));
+        assert!(!exit_is_ok("migration problems"));
+        assert!(!exit_is_ok("unexpected status"));
     }
 
     #[test]

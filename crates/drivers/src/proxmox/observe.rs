@@ -30,6 +30,10 @@ pub(crate) struct Resource {
     pub mem: Option<f64>,
     #[serde(default)]
     pub maxmem: Option<f64>,
+    /// 9.x, VMs: host memory of the QEMU process (`mem` is then the
+    /// guest's own view; pve-manager `PVE/API2Tools.pm`).
+    #[serde(default)]
+    pub memhost: Option<f64>,
     #[serde(default)]
     pub netin: Option<f64>,
     #[serde(default)]
@@ -96,8 +100,11 @@ pub(crate) struct Guest {
     pub vmid: u64,
     pub kind: GuestKind,
     pub node: String,
-    /// Running and not a template (the only guests Keel may move).
+    /// On its node holding memory (running, paused, suspended, prelaunch)
+    /// and not a template: counted in the load.
     pub running: bool,
+    /// Actually running (status `running`): the only guests Keel moves.
+    pub movable: bool,
     /// Managed by the HA stack (`hastate` set): moved through HA.
     pub ha: bool,
     /// A config lock (backup, migrate, snapshot...): left alone.
@@ -113,6 +120,13 @@ pub(crate) struct NodeEntry {
     pub online: bool,
     pub maxcpu: f64,
     pub maxmem: f64,
+    /// `hastate: "maintenance"` (PVE 8.3+, pve-manager `PVE/API2/Cluster.pm`).
+    pub ha_maintenance: bool,
+    /// Whether the entry carries `hastate` at all.
+    pub has_hastate: bool,
+    /// What the node uses beyond the guests Keel sees (ZFS ARC, Ceph
+    /// daemons, guests hidden from the token): cores and bytes.
+    pub overhead: Resources,
 }
 
 /// One `/cluster/resources` answer, split.
@@ -151,13 +165,23 @@ pub(crate) fn split(
     let dt = cpu.last_time.map_or(0.0, |t| (time_seconds - t).max(0.0));
     cpu.last_time = Some(time_seconds);
     let mut snapshot = Snapshot::default();
+    // Node use as the node reports it, less the guests seen below.
+    let mut used: HashMap<String, (f64, f64)> = HashMap::new();
     for r in resources.iter().filter(|r| r.kind == "node") {
         let Some(name) = r.node.clone() else { continue };
+        let maxcpu = r.maxcpu.unwrap_or(0.0);
+        used.insert(
+            name.clone(),
+            (r.cpu.unwrap_or(0.0) * maxcpu, r.mem.unwrap_or(0.0)),
+        );
         snapshot.nodes.push(NodeEntry {
             name,
             online: r.status.as_deref() == Some("online"),
-            maxcpu: r.maxcpu.unwrap_or(0.0),
+            maxcpu,
             maxmem: r.maxmem.unwrap_or(0.0),
+            ha_maintenance: r.hastate.as_deref() == Some("maintenance"),
+            has_hastate: r.hastate.is_some(),
+            overhead: Resources::ZERO,
         });
     }
     let online = |n: &str| snapshot.nodes.iter().any(|e| e.online && e.name == n);
@@ -176,9 +200,32 @@ pub(crate) fn split(
             // node that is not online: not observable this round.
             continue;
         }
-        let running = r.status.as_deref() == Some("running") && !r.template;
+        // pvestatd reports QEMU's own state (`qmpstatus`) as the status
+        // (pve-manager `PVE/Service/pvestatd.pm`): paused, prelaunch and
+        // suspended VMs still hold their memory.
+        let status = r.status.as_deref().unwrap_or("");
+        let running = !matches!(status, "" | "stopped" | "unknown") && !r.template;
+        let movable = running && status == "running";
         let maxcpu = r.maxcpu.unwrap_or(0.0);
         let cores = r.cpu.unwrap_or(0.0) * maxcpu;
+        let memory_used = r.memhost.or(r.mem).filter(|m| *m > 0.0);
+        if let Some(u) = used.get_mut(&node) {
+            u.0 -= cores;
+            u.1 -= memory_used.unwrap_or(0.0);
+        }
+        // A container without `cores` reports the host's CPU count as
+        // `maxcpu` (pve-container `src/PVE/LXC.pm`, vmstatus): its size is
+        // then what it uses, at least one core, not the whole node.
+        let node_cpus = snapshot
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .map_or(f64::INFINITY, |n| n.maxcpu);
+        let size_cores = if kind == GuestKind::Lxc && maxcpu >= node_cpus {
+            cores.ceil().max(1.0)
+        } else {
+            maxcpu
+        };
         let counters = UsageCounters {
             cpu_seconds: cpu.advance(vmid, if running { cores } else { 0.0 }, dt),
             // /cluster/resources has no run-queue wait per guest.
@@ -189,10 +236,10 @@ pub(crate) fn split(
         snapshot.vms.push(VmObservation {
             name: vmid.to_string(),
             host: node.clone(),
-            size: Resources::new(maxcpu, r.maxmem.unwrap_or(0.0), 0.0, 0.0),
+            size: Resources::new(size_cores, r.maxmem.unwrap_or(0.0), 0.0, 0.0),
             running,
             counters,
-            memory_used_bytes: r.mem.filter(|m| *m > 0.0),
+            memory_used_bytes: memory_used,
             // Neither is in /cluster/resources: the control loop's
             // configured defaults apply (docs/architecture.md).
             memory_dirty_bytes_per_second: None,
@@ -203,6 +250,7 @@ pub(crate) fn split(
             kind,
             node,
             running,
+            movable,
             ha: r
                 .hastate
                 .as_deref()
@@ -212,6 +260,11 @@ pub(crate) fn split(
         });
     }
     cpu.seconds.retain(|vmid, _| seen.contains_key(vmid));
+    for n in &mut snapshot.nodes {
+        if let Some((cores, bytes)) = used.get(&n.name) {
+            n.overhead = Resources::new(cores.max(0.0), bytes.max(0.0), 0.0, 0.0);
+        }
+    }
     snapshot
 }
 
@@ -253,8 +306,9 @@ pub(crate) struct Memory {
 }
 
 /// The hosts of an observation: online nodes with their capacity (from
-/// `details` where read, else the resource list's sizes), in maintenance
-/// when their HA LRM is (`ha_maintenance`).
+/// `details` where read, else the resource list's sizes) less what the
+/// node uses beyond the guests Keel sees, in maintenance when their HA LRM
+/// is (`ha_maintenance`).
 pub(crate) fn hosts(
     nodes: &[NodeEntry],
     details: &HashMap<String, NodeDetails>,
@@ -265,10 +319,18 @@ pub(crate) fn hosts(
         .filter(|n| n.online)
         .map(|n| HostInfo {
             name: n.name.clone(),
-            capacity: details
-                .get(&n.name)
-                .map(|d| d.capacity)
-                .unwrap_or_else(|| Resources::new(n.maxcpu, n.maxmem, 0.0, 0.0)),
+            capacity: {
+                let full = details
+                    .get(&n.name)
+                    .map(|d| d.capacity)
+                    .unwrap_or_else(|| Resources::new(n.maxcpu, n.maxmem, 0.0, 0.0));
+                Resources::new(
+                    (full.cpu_cores - n.overhead.cpu_cores).max(0.0),
+                    (full.memory_bytes - n.overhead.memory_bytes).max(0.0),
+                    full.disk_bytes_per_second,
+                    full.network_bytes_per_second,
+                )
+            },
             maintenance: ha_maintenance.contains(&n.name),
         })
         .collect()
@@ -344,6 +406,9 @@ mod tests {
             online: true,
             maxcpu: 8.0,
             maxmem: 1e9,
+            ha_maintenance: false,
+            has_hastate: false,
+            overhead: Resources::ZERO,
         }];
         let mut details = HashMap::new();
         assert_eq!(nodes_to_refresh(&nodes, &details).len(), 1);

@@ -4,8 +4,10 @@
 //!
 //! | source | Keel rule |
 //! |---|---|
-//! | HA `node-affinity`, strict | `vm_host` must (all listed nodes) |
-//! | HA `node-affinity`, not strict | `vm_host` should (highest-priority nodes) |
+//! | HA `node-affinity` (9.x rule or 8.x group), failback on (the default) | `vm_host` must (the highest-priority online nodes: the CRM moves it back there, strict or not) |
+//! | HA `node-affinity`, failback off, strict | `vm_host` must (all listed online nodes) |
+//! | HA `node-affinity`, failback off, not strict | `vm_host` should (highest-priority nodes) |
+//! | an HA rule PVE marks infeasible (`errors`) or disabled | nothing (the CRM ignores it) |
 //! | HA `resource-affinity`, positive | `affinity` |
 //! | HA `resource-affinity`, negative | `anti_affinity` |
 //! | tag `keel-affinity-<group>` | `affinity` of the group |
@@ -14,7 +16,9 @@
 //! | tag `keel-avoid-<node>` | `vm_host` must not `<node>` |
 //! | tag `keel-prefer-<node>` | `vm_host` should `<node>` |
 //! | tag `keel-prefer-not-<node>` | `vm_host` should not `<node>` |
-//! | tag `keel-ignore`, a config lock, a running container without `allow_container_restart`, a guest whose last migration failed | `pin` (stays, still counted) |
+//! | tag `keel-ignore`, a config lock, a running container without `allow_container_restart`, a guest whose last migration failed, a paused/suspended/prelaunch VM | `pin` (stays, still counted) |
+//! | a move Proxmox VE refused for every target (local resources, local disks, local CD-ROM, snapshots) | `pin` until the guest's config digest changes (`refusals.rs`) |
+//! | a move Proxmox VE refused for some targets | `vm_host` must not those nodes, same lifetime |
 //! | an HA-managed guest on a node in HA maintenance | `pin` (the HA stack moves it, not Keel) |
 //!
 //! The node in HA maintenance itself is not a rule: the observation marks
@@ -24,6 +28,7 @@ use super::observe::{Guest, GuestKind};
 use keel_model::rules::{VmGroupRule, VmHostRule};
 use keel_model::{Cluster, ClusterSnapshot, RuleError, Rules, VmHostKind, VmInfo};
 use serde::Deserialize;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// One HA rule as `GET /cluster/ha/rules` lists it.
@@ -42,6 +47,9 @@ pub(crate) struct HaRule {
     pub strict: bool,
     #[serde(default, deserialize_with = "super::observe::flag")]
     pub disable: bool,
+    /// Why PVE finds the rule infeasible (then the CRM ignores it).
+    #[serde(default)]
+    pub errors: Option<Value>,
 }
 
 /// Why guests are pinned beyond tags and HA rules.
@@ -54,6 +62,10 @@ pub(crate) struct Pins {
     /// Nodes in HA maintenance: their HA-managed guests are the HA
     /// stack's to move (Keel moving them too would race it).
     pub ha_maintenance: BTreeSet<String>,
+    /// HA resources (vmids) whose failback is off.
+    pub ha_no_failback: HashSet<u64>,
+    /// Guests Proxmox VE refused to move anywhere, with the reason.
+    pub refused_everywhere: BTreeMap<u64, String>,
 }
 
 /// Keel rules for the running guests of `guests` on `nodes`. Rules never
@@ -69,20 +81,26 @@ pub(crate) fn cluster_rules(
     let running: Vec<&Guest> = guests.iter().filter(|g| g.running).collect();
     let node_of = |n: &str| nodes.iter().find(|k| k.eq_ignore_ascii_case(n)).cloned();
     let mut rules = Rules::default();
-    let mut pinned: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for g in &running {
         let why = if g.lock.is_some() {
-            Some("proxmox: locked guests")
+            Some("proxmox: locked guests".to_string())
+        } else if !g.movable {
+            // pvestatd's status is QEMU's (`qmpstatus`): paused, prelaunch,
+            // suspended... still hold memory but are not live-migrated by Keel.
+            Some("proxmox: paused or suspended guests".to_string())
         } else if g.ha && pins.ha_maintenance.contains(&g.node) {
-            Some("proxmox: HA-managed on a node in HA maintenance (HA moves them)")
+            Some("proxmox: HA-managed on a node in HA maintenance (HA moves them)".to_string())
         } else if g.tags.iter().any(|t| t == "keel-ignore") {
-            Some("tag: keel-ignore")
+            Some("tag: keel-ignore".to_string())
         } else if pins.pin_containers && g.kind == GuestKind::Lxc {
-            Some("proxmox: containers (allow_container_restart = false)")
+            Some("proxmox: containers (allow_container_restart = false)".to_string())
         } else if pins.failed.contains(&g.vmid) {
-            Some("proxmox: last migration failed")
+            Some("proxmox: last migration failed".to_string())
         } else {
-            None
+            pins.refused_everywhere
+                .get(&g.vmid)
+                .map(|why| format!("proxmox: refused by Proxmox VE ({why})"))
         };
         if let Some(why) = why {
             pinned.entry(why).or_default().push(g.vmid.to_string());
@@ -90,10 +108,7 @@ pub(crate) fn cluster_rules(
     }
     let is_pinned: HashSet<String> = pinned.values().flatten().cloned().collect();
     for (name, vms) in pinned {
-        rules.pin.push(VmGroupRule {
-            name: name.to_string(),
-            vms,
-        });
+        rules.pin.push(VmGroupRule { name, vms });
     }
     let free: Vec<&&Guest> = running
         .iter()
@@ -132,7 +147,7 @@ pub(crate) fn cluster_rules(
     }
 
     // HA rules.
-    for r in ha_rules.iter().filter(|r| !r.disable) {
+    for r in ha_rules.iter().filter(|r| !r.disable && r.errors.is_none()) {
         let vms: Vec<String> = ha_members(r.resources.as_deref().unwrap_or(""))
             .filter(|(kind, vmid)| {
                 free.iter()
@@ -147,6 +162,8 @@ pub(crate) fn cluster_rules(
         match r.kind.as_deref() {
             Some("node-affinity") => {
                 let listed = ha_nodes(r.nodes.as_deref().unwrap_or(""));
+                // Offline nodes are out of the CRM's choice (pve-ha-manager
+                // `src/PVE/HA/Rules/NodeAffinity.pm`, get_node_affinity).
                 let known: Vec<(String, i64)> = listed
                     .into_iter()
                     .filter_map(|(n, p)| node_of(&n).map(|n| (n, p)))
@@ -159,10 +176,31 @@ pub(crate) fn cluster_rules(
                     .filter(|(_, p)| *p == top)
                     .map(|(n, _)| n.clone())
                     .collect();
+                let (fail_back, stay): (Vec<String>, Vec<String>) =
+                    vms.into_iter().partition(|v| {
+                        v.parse::<u64>()
+                            .is_ok_and(|id| !pins.ha_no_failback.contains(&id))
+                    });
+                // With failback the CRM moves the resource to the
+                // highest-priority online nodes whenever it is elsewhere,
+                // strict rule or not (`src/PVE/HA/Manager.pm`,
+                // select_service_node): anything else is undone.
+                if !fail_back.is_empty() {
+                    rules.vm_host.push(VmHostRule {
+                        name: format!("{name} (failback, priority {top})"),
+                        vms: fail_back,
+                        hosts: preferred.clone(),
+                        kind: VmHostKind::Must,
+                        weight: 1.0,
+                    });
+                }
+                if stay.is_empty() {
+                    continue;
+                }
                 if r.strict {
                     rules.vm_host.push(VmHostRule {
                         name: name.clone(),
-                        vms: vms.clone(),
+                        vms: stay.clone(),
                         hosts: known.iter().map(|(n, _)| n.clone()).collect(),
                         kind: VmHostKind::Must,
                         weight: 1.0,
@@ -171,7 +209,7 @@ pub(crate) fn cluster_rules(
                 if !r.strict || preferred.len() < known.len() {
                     rules.vm_host.push(VmHostRule {
                         name: format!("{name} (priority {top})"),
-                        vms,
+                        vms: stay,
                         hosts: preferred,
                         kind: VmHostKind::Should,
                         weight: 1.0,
@@ -328,6 +366,7 @@ mod tests {
             kind,
             node: node.into(),
             running: true,
+            movable: true,
             ha: false,
             lock: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),
@@ -470,13 +509,49 @@ mod tests {
             ]"#),
             &Pins::default(),
         );
-        assert_eq!(rules.vm_host.len(), 3);
+        assert_eq!(rules.vm_host.len(), 2, "failback on: one must rule each");
         assert_eq!(rules.vm_host[0].kind, VmHostKind::Must);
-        assert_eq!(rules.vm_host[0].hosts, ["a", "b"], "unknown node z dropped");
-        assert_eq!(rules.vm_host[1].kind, VmHostKind::Should);
-        assert_eq!(rules.vm_host[1].hosts, ["a"], "the top priority");
-        assert_eq!(rules.vm_host[2].hosts, ["c"]);
+        assert_eq!(rules.vm_host[0].hosts, ["a"], "the top priority only");
+        assert_eq!(
+            rules.vm_host[1].kind,
+            VmHostKind::Must,
+            "not strict, yet failback"
+        );
+        assert_eq!(rules.vm_host[1].hosts, ["c"]);
         assert_eq!(rules.anti_affinity[0].vms, ["100", "101", "102"]);
         assert!(rules.affinity.is_empty());
+    }
+
+    #[test]
+    fn without_failback_strict_rules_allow_every_listed_node() {
+        let nodes = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let q = GuestKind::Qemu;
+        let guests = vec![guest(100, q, "a", &[]), guest(101, q, "b", &[])];
+        let pins = Pins {
+            ha_no_failback: HashSet::from([100, 101]),
+            ..Pins::default()
+        };
+        let rules = cluster_rules(
+            &guests,
+            &nodes,
+            &ha(r#"[
+                {"rule":"s","type":"node-affinity","resources":"vm:100","nodes":"a:2,b:1","strict":1},
+                {"rule":"n","type":"node-affinity","resources":"vm:101","nodes":"c"}
+            ]"#),
+            &pins,
+        );
+        let shape: Vec<(VmHostKind, Vec<String>)> = rules
+            .vm_host
+            .iter()
+            .map(|r| (r.kind, r.hosts.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (VmHostKind::Must, vec!["a".to_string(), "b".to_string()]),
+                (VmHostKind::Should, vec!["a".to_string()]),
+                (VmHostKind::Should, vec!["c".to_string()]),
+            ]
+        );
     }
 }

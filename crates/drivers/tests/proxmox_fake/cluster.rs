@@ -1,10 +1,36 @@
-//! The fake's cluster: nodes, guests, HA rules, HA status (nodes in HA
-//! maintenance), CRS options and tasks, and what each endpoint answers. Tasks advance lazily: every request
-//! first finishes the tasks whose time is up.
+//! The fake's cluster: nodes, guests, HA rules or groups, HA status (nodes
+//! in HA maintenance), CRS options and tasks, and what each endpoint
+//! answers, in one of two version profiles (PVE 8.4, 9.1). Tasks and the
+//! CRM advance lazily: every request first finishes what is due.
 
+use super::crm::CrmMove;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+/// The Proxmox VE release the fake plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// 8.4: HA groups, no HA rules (501), no container precondition (501),
+    /// the HA migrate request answers null, VM `mem` is host memory.
+    Pve8,
+    /// 9.1: HA rules with per-resource failback, `memhost`.
+    Pve9,
+}
+
+impl Profile {
+    /// `GET /version` (pve-manager `PVE/API2.pm`).
+    pub fn version(self) -> Value {
+        match self {
+            Profile::Pve8 => {
+                json!({"version": "8.4.1", "release": "8.4", "repoid": "2a5fa54a8503f96d"})
+            }
+            Profile::Pve9 => {
+                json!({"version": "9.1.2", "release": "9.1", "repoid": "1e1f3b1c9a7e0d42"})
+            }
+        }
+    }
+}
 
 /// A node.
 #[derive(Debug, Clone)]
@@ -16,6 +42,8 @@ pub struct FakeNode {
     /// Its HA LRM is in maintenance mode (`ha-manager crm-command
     /// node-maintenance enable`). The fake does not move HA guests away.
     pub ha_maintenance: bool,
+    /// Memory the node uses beyond its guests (ZFS ARC, Ceph), bytes.
+    pub overhead_mem_bytes: u64,
 }
 
 /// A guest (`qemu` or `lxc`).
@@ -34,8 +62,23 @@ pub struct FakeGuest {
     pub maxmem: u64,
     pub tags: String,
     pub lock: Option<String>,
+    /// The CRM's state of an HA resource (`started`, `migrate`...).
     pub hastate: Option<String>,
+    /// 9.x: the HA resource's `failback` (default on).
+    pub ha_failback: bool,
+    /// 8.x: the HA group.
+    pub ha_group: Option<String>,
     pub local_disk: bool,
+    /// Passthrough and the like (`local_resources`, e.g. `hostpci0`).
+    pub local_resources: Vec<String>,
+    /// A local ISO in a CD-ROM drive (volid).
+    pub cdrom_iso: Option<String>,
+    /// A snapshot referencing the local disk.
+    pub snapshot: bool,
+    /// Nodes it is replicated to (a replicated VM moves only there).
+    pub replication_targets: Option<Vec<String>>,
+    /// The config digest (changes with the config).
+    pub digest: String,
     /// Bytes per second behind the net and disk counters.
     pub net_rate: f64,
     pub disk_rate: f64,
@@ -58,7 +101,14 @@ impl FakeGuest {
             tags: String::new(),
             lock: None,
             hastate: None,
+            ha_failback: true,
+            ha_group: None,
             local_disk: false,
+            local_resources: Vec::new(),
+            cdrom_iso: None,
+            snapshot: false,
+            replication_targets: None,
+            digest: format!("{vmid:040x}"),
             net_rate: 1e5,
             disk_rate: 2e5,
         }
@@ -75,7 +125,7 @@ pub enum Corruption {
 }
 
 #[derive(Debug, Clone)]
-struct Task {
+pub(super) struct Task {
     upid: String,
     node: String,
     kind: &'static str,
@@ -90,11 +140,37 @@ struct Task {
 /// The whole fake cluster.
 #[derive(Debug, Clone)]
 pub struct FakeCluster {
+    pub profile: Profile,
     pub nodes: Vec<FakeNode>,
     pub guests: Vec<FakeGuest>,
+    /// 9.x HA rules as `/cluster/ha/rules` lists them (`errors` when PVE
+    /// finds one infeasible).
     pub ha_rules: Vec<Value>,
-    /// The `crs` property string of `/cluster/options`.
+    /// 8.x HA groups as `/cluster/ha/groups` lists them.
+    pub ha_groups: Vec<Value>,
+    /// The `crs` line of datacenter.cfg (a property string); answered
+    /// parsed, as an object.
     pub crs: String,
+    /// Guests whose next migration task ends `WARNINGS: 1`.
+    pub warn_migration_of: HashSet<u64>,
+    /// HA migrations the CRM runs.
+    pub crm_moves: Vec<CrmMove>,
+    /// HA migrate requests the CRM ignored (vmids).
+    pub crm_ignored: Vec<u64>,
+    /// Guests the CRM moved back after a requested move (vmids).
+    pub crm_undone: Vec<u64>,
+    /// HA guests placed by a requested move, not yet failed back.
+    pub keel_placed: HashSet<u64>,
+    /// Migrations started while CRS auto-rebalance was on.
+    pub started_during_auto_rebalance: usize,
+    /// The release `/version` reports instead of the profile's (e.g. "8.2":
+    /// nodes then carry no `hastate`, which came with 8.3).
+    pub release_override: Option<&'static str>,
+    /// At most one CRM round per this (default 0: every request).
+    pub crm_round_interval: Duration,
+    pub(super) last_crm_round: Option<Instant>,
+    /// Moves the fake refused (replication, blocked in the task).
+    pub refused: Vec<super::migrate::Refused>,
     /// How long a migration task runs.
     pub task_duration: Duration,
     /// Guests whose next migration task fails.
@@ -104,8 +180,8 @@ pub struct FakeCluster {
     pub corrupt_next: Option<Corruption>,
     /// After this many finished migrations, this node goes offline.
     pub offline_after_migrations: Option<(usize, String)>,
-    started: Instant,
-    tasks: Vec<Task>,
+    pub(super) started: Instant,
+    pub(super) tasks: Vec<Task>,
     finished_migrations: usize,
 }
 
@@ -121,11 +197,24 @@ impl FakeCluster {
                     cpus,
                     memory_bytes: gib << 30,
                     ha_maintenance: false,
+                    overhead_mem_bytes: 0,
                 })
                 .collect(),
+            profile: Profile::Pve9,
             guests: Vec::new(),
             ha_rules: Vec::new(),
+            ha_groups: Vec::new(),
             crs: "ha=static".into(),
+            warn_migration_of: HashSet::new(),
+            crm_moves: Vec::new(),
+            crm_ignored: Vec::new(),
+            crm_undone: Vec::new(),
+            keel_placed: HashSet::new(),
+            started_during_auto_rebalance: 0,
+            refused: Vec::new(),
+            crm_round_interval: Duration::ZERO,
+            release_override: None,
+            last_crm_round: None,
             task_duration: Duration::from_millis(150),
             fail_migration_of: HashSet::new(),
             forbidden: Vec::new(),
@@ -193,7 +282,7 @@ impl FakeCluster {
             .map(|g| g.node.clone())
     }
 
-    fn online(&self, node: &str) -> bool {
+    pub fn online(&self, node: &str) -> bool {
         self.nodes.iter().any(|n| n.name == node && n.online)
     }
 
@@ -208,13 +297,42 @@ impl FakeCluster {
     fn advance(&mut self) {
         let now = Instant::now();
         for i in 0..self.tasks.len() {
-            if self.tasks[i].done.is_some() || now < self.tasks[i].started + self.task_duration {
+            // A `hamigrate` worker only queues a CRM command: done at once.
+            let duration = if self.tasks[i].kind == "hamigrate" {
+                Duration::from_millis(10).min(self.task_duration)
+            } else {
+                self.task_duration
+            };
+            if self.tasks[i].done.is_some() || now < self.tasks[i].started + duration {
                 continue;
             }
             let (vmid, target) = (self.tasks[i].vmid, self.tasks[i].target.clone());
+            if self.tasks[i].kind == "hamigrate" {
+                // The worker only runs `ha-manager migrate` (qemu-server
+                // `src/PVE/API2/Qemu.pm`, migrate_vm): the CRM does the rest.
+                self.tasks[i].log.push(format!(
+                    "Requesting HA migration for VM {vmid} to node {target}"
+                ));
+                self.tasks[i].log.push("TASK OK".into());
+                self.tasks[i].done = Some("OK".into());
+                if let Some(g) = self.guests.iter_mut().find(|g| g.vmid == vmid) {
+                    g.lock = None;
+                }
+                self.crm_migrate(vmid, &target);
+                continue;
+            }
             let fail = self.fail_migration_of.remove(&vmid);
+            let warn = self.warn_migration_of.remove(&vmid);
             let task = &mut self.tasks[i];
-            if fail {
+            if warn {
+                // A warning ends the task `WARNINGS: n`, a success
+                // (pve-common `src/PVE/RESTEnvironment.pm`, `src/PVE/UPID.pm`).
+                task.log.push("WARN: migration left a stale volume".into());
+                task.log
+                    .push(format!("migration finished successfully to {target}"));
+                task.log.push("TASK WARNINGS: 1".into());
+                task.done = Some("WARNINGS: 1".into());
+            } else if fail {
                 task.log
                     .push(format!("{vmid}: start migration to {target}"));
                 task.log
@@ -227,7 +345,7 @@ impl FakeCluster {
                 task.log.push("TASK OK".into());
                 task.done = Some("OK".into());
             }
-            let ok = !fail;
+            let ok = !fail || warn;
             if let Some(g) = self.guests.iter_mut().find(|g| g.vmid == vmid) {
                 g.lock = None;
                 if ok {
@@ -244,9 +362,19 @@ impl FakeCluster {
                 }
             }
         }
+        self.crm_round();
     }
 
-    fn start_task(&mut self, node: &str, kind: &'static str, vmid: u64, target: &str) -> String {
+    pub(super) fn start_task(
+        &mut self,
+        node: &str,
+        kind: &'static str,
+        vmid: u64,
+        target: &str,
+    ) -> String {
+        if kind != "hamigrate" && self.auto_rebalance() {
+            self.started_during_auto_rebalance += 1;
+        }
         let starttime = 1_760_000_000 + self.tasks.len() as u64;
         let upid = format!(
             "UPID:{node}:{:08X}:{:08X}:{starttime:08X}:{kind}:{vmid}:{}:",
@@ -277,6 +405,28 @@ impl FakeCluster {
         self.start_task(&node, "qmigrate", vmid, target);
     }
 
+    /// Whether `crs` turns CRS auto-rebalance on.
+    pub fn auto_rebalance(&self) -> bool {
+        self.crs_object().get("ha-auto-rebalance") == Some(&json!(1))
+    }
+
+    /// The `crs` line parsed as pve-cluster does (`src/PVE/DataCenterConfig.pm`,
+    /// parse_property_string; booleans as 0/1, numbers as numbers).
+    pub fn crs_object(&self) -> serde_json::Map<String, Value> {
+        self.crs
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                let value = match v {
+                    "1" | "true" | "yes" | "on" if k != "ha" => json!(1),
+                    "0" | "false" | "no" | "off" if k != "ha" => json!(0),
+                    _ => v.parse::<f64>().map_or_else(|_| json!(v), |n| json!(n)),
+                };
+                (k.to_string(), value)
+            })
+            .collect()
+    }
+
     /// The answer of one method (`Err((status, message))` as Proxmox VE).
     pub(super) fn route(
         &mut self,
@@ -295,14 +445,21 @@ impl FakeCluster {
         };
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let seconds = self.started.elapsed().as_secs_f64();
+        // pve-manager's REST handler answers 501 for a method it lacks
+        // (PVE/HTTPServer.pm via pve-http-server): the 8.x gaps.
+        let missing = || Err((501, format!("Method '{method} {path}' not implemented")));
         match (method, segs.as_slice()) {
+            ("GET", ["version"]) => Ok(match self.release_override {
+                Some(r) => json!({"version": format!("{r}.1"), "release": r, "repoid": "0123456789abcdef"}),
+                None => self.profile.version(),
+            }),
             ("GET", ["cluster", "resources"]) => Ok(self.resources(p("type").as_deref(), seconds)),
             ("GET", ["nodes"]) => Ok(Value::Array(
                 self.nodes
                     .iter()
                     .map(|n| {
                         json!({"node": n.name, "status": if n.online {"online"} else {"offline"},
-                               "maxcpu": n.cpus, "maxmem": n.memory_bytes, "cpu": 0.1, "mem": 1u64 << 30,
+                               "maxcpu": n.cpus, "maxmem": n.memory_bytes, "cpu": 0.1, "mem": self.node_mem(&n.name),
                                "uptime": seconds as u64})
                     })
                     .collect(),
@@ -314,29 +471,44 @@ impl FakeCluster {
                     .find(|n| n.name == *node && n.online)
                     .ok_or((595, format!("no route to host {node}")))?;
                 let total = n.memory_bytes;
+                let used = self.node_mem(node);
+                let release = if self.profile == Profile::Pve8 { "8.4.1" } else { "9.1.2" };
                 Ok(json!({
                     "cpu": 0.1, "loadavg": ["0.10", "0.20", "0.30"],
-                    "memory": {"total": total, "used": total / 4, "free": total / 2, "available": total / 2},
+                    "memory": {"total": total, "used": used, "free": total.saturating_sub(used), "available": total.saturating_sub(used)},
                     "rootfs": {"total": 100u64 << 30, "used": 10u64 << 30, "free": 90u64 << 30, "avail": 90u64 << 30},
                     "cpuinfo": {"cpus": n.cpus, "cores": n.cpus / 2, "sockets": 1, "model": "Fake CPU"},
-                    "pveversion": "pve-manager/9.1.3/fake", "boot-info": {"mode": "efi", "secureboot": 0},
+                    "pveversion": format!("pve-manager/{release}/fake"), "boot-info": {"mode": "efi", "secureboot": 0},
                     "current-kernel": {"machine": "x86_64", "release": "6.17.2-1-pve", "sysname": "Linux", "version": "#1 SMP"},
                     "uptime": seconds as u64
                 }))
             }
+            // HA rules exist from pve-ha-manager 5.0 (`src/PVE/API2/HA/Rules.pm`).
+            ("GET", ["cluster", "ha", "rules"]) if self.profile == Profile::Pve8 => missing(),
             ("GET", ["cluster", "ha", "rules"]) => Ok(Value::Array(self.ha_rules.clone())),
+            // 9.x migrates groups into rules and lists none.
+            ("GET", ["cluster", "ha", "groups"]) => Ok(Value::Array(match self.profile {
+                Profile::Pve8 => self.ha_groups.clone(),
+                Profile::Pve9 => Vec::new(),
+            })),
+            ("GET", ["cluster", "ha", "resources"]) => Ok(self.ha_resources()),
             ("GET", ["cluster", "ha", "status", "current"]) => Ok(self.ha_status()),
             ("GET", ["cluster", "options"]) => {
                 let mut o = json!({"keyboard": "en-us"});
                 if !self.crs.is_empty() {
-                    o["crs"] = json!(self.crs);
+                    o["crs"] = Value::Object(self.crs_object());
                 }
                 Ok(o)
             }
+            // The cluster task list holds the recent tasks, not all ever
+            // (pve-manager `PVE/API2/Cluster.pm`, tasks: the last ones per node).
             ("GET", ["cluster", "tasks"]) => Ok(Value::Array(
                 self.tasks
                     .iter()
-                    .map(|t| {
+                    .rev()
+                    .enumerate()
+                    .filter(|(i, t)| t.done.is_none() || *i < 100)
+                    .map(|(_, t)| {
                         let mut v = json!({"upid": t.upid, "node": t.node, "type": t.kind, "id": t.vmid.to_string(),
                                            "user": super::TOKEN_ID, "starttime": t.starttime});
                         if let Some(exit) = &t.done {
@@ -347,6 +519,16 @@ impl FakeCluster {
                     })
                     .collect(),
             )),
+            ("GET", ["nodes", node, kind @ ("qemu" | "lxc"), vmid, "config"]) => {
+                let g = self
+                    .guests
+                    .iter()
+                    .find(|g| g.vmid.to_string() == *vmid && g.node == *node && g.kind == *kind)
+                    .ok_or((500, format!("Configuration file for {vmid} does not exist")))?;
+                Ok(json!({"digest": g.digest, "name": g.name, "cores": g.maxcpu, "memory": (g.maxmem >> 20).to_string()}))
+            }
+            // pve-container 5.x (8.x) has no precondition check.
+            ("GET", ["nodes", _, "lxc", _, "migrate"]) if self.profile == Profile::Pve8 => missing(),
             (_, ["nodes", node, kind @ ("qemu" | "lxc"), vmid, "migrate"]) => {
                 self.migrate(method, node, kind, vmid, p("target").unwrap_or_default())
             }
@@ -372,77 +554,80 @@ impl FakeCluster {
             ("POST", ["cluster", "ha", "resources", sid, "migrate"]) => {
                 let vmid: u64 = sid.rsplit(':').next().and_then(|v| v.parse().ok()).unwrap_or(0);
                 let target = p("node").unwrap_or_default();
-                let g = self
-                    .guests
-                    .iter()
-                    .find(|g| g.vmid == vmid && g.hastate.is_some())
-                    .ok_or((500, format!("service '{sid}' not defined")))?;
+                if !self.guests.iter().any(|g| g.vmid == vmid && g.hastate.is_some()) {
+                    return Err((500, format!("service '{sid}' not defined")));
+                }
                 if !self.online(&target) {
                     return Err((500, format!("node '{target}' is not online")));
                 }
-                let node = g.node.clone();
-                self.start_task(&node, "qmigrate", vmid, &target);
-                Ok(json!({"sid": sid, "requested-node": target}))
+                self.crm_migrate(vmid, &target);
+                // 4.x returns null, 5.x an object (`src/PVE/API2/HA/Resources.pm`).
+                Ok(match self.profile {
+                    Profile::Pve8 => Value::Null,
+                    Profile::Pve9 => json!({"sid": sid, "requested-node": target}),
+                })
             }
             _ => Err((501, format!("the fake does not implement {method} {path}"))),
         }
     }
 
-    /// `/cluster/ha/status/current` as Proxmox VE words it: quorum, the
-    /// CRM master, one `lrm` entry per node (`NODE (STATE, TIME)`), one
-    /// `service` entry per HA-managed guest.
-    fn ha_status(&self) -> Value {
-        let time = "Thu Nov 26 13:00:00 2026";
-        let timestamp = 1_764_162_000u64;
-        let master = self.nodes.iter().find(|n| n.online).map(|n| n.name.clone());
-        let mut out = vec![json!({"id": "quorum", "type": "quorum",
-            "node": master.clone().unwrap_or_default(), "status": "OK", "quorate": 1})];
-        if let Some(m) = &master {
-            out.push(json!({"id": "master", "type": "master", "node": m,
-                "status": format!("{m} (active, {time})"), "timestamp": timestamp}));
+    /// Host memory a guest holds: 9.x reports it as `memhost`, 8.x as `mem`.
+    pub fn host_mem(&self, g: &FakeGuest) -> u64 {
+        if g.status == "stopped" {
+            0
+        } else {
+            g.mem
         }
-        for n in &self.nodes {
-            let has_ha = self
-                .guests
-                .iter()
-                .any(|g| g.node == n.name && g.hastate.is_some());
-            let state = match (n.online, n.ha_maintenance) {
-                (_, true) => "maintenance mode",
-                (false, false) => "old timestamp - dead?",
-                (true, false) if has_ha => "active",
-                (true, false) => "idle",
-            };
-            out.push(
-                json!({"id": format!("lrm:{}", n.name), "type": "lrm", "node": n.name,
-                "status": format!("{} ({state}, {time})", n.name), "timestamp": timestamp}),
-            );
-        }
-        for g in self.guests.iter().filter(|g| g.hastate.is_some()) {
-            let kind = if g.kind == "qemu" { "vm" } else { "ct" };
-            let sid = format!("{kind}:{}", g.vmid);
-            let state = g.hastate.clone().unwrap_or_default();
-            out.push(
-                json!({"id": format!("service:{sid}"), "type": "service", "sid": sid,
-                "node": g.node, "crm_state": state, "state": state, "request_state": "started",
-                "status": format!("{sid} ({}, {state})", g.node)}),
-            );
-        }
-        Value::Array(out)
+    }
+
+    /// Memory a node uses: its overhead and its guests.
+    pub fn node_mem(&self, node: &str) -> u64 {
+        let n = self.nodes.iter().find(|n| n.name == node);
+        let guests: u64 = self
+            .guests
+            .iter()
+            .filter(|g| g.node == node)
+            .map(|g| self.host_mem(g))
+            .sum();
+        n.map_or(0, |n| n.overhead_mem_bytes) + guests
     }
 
     fn resources(&self, kind: Option<&str>, seconds: f64) -> Value {
         let mut out = Vec::new();
         if matches!(kind, None | Some("node")) {
             for n in &self.nodes {
-                out.push(json!({"id": format!("node/{}", n.name), "type": "node", "node": n.name,
-                    "status": if n.online {"online"} else {"offline"}, "cpu": 0.1, "maxcpu": n.cpus,
-                    "mem": 1u64 << 30, "maxmem": n.memory_bytes, "disk": 1u64 << 30, "maxdisk": 100u64 << 30,
-                    "uptime": seconds as u64, "level": ""}));
+                let cores: f64 = self
+                    .guests
+                    .iter()
+                    .filter(|g| g.node == n.name && g.status == "running")
+                    .map(|g| g.cpu * f64::from(g.maxcpu))
+                    .sum();
+                // Node `hastate` since 8.3 (pve-manager `PVE/API2/Cluster.pm`).
+                let mut entry = json!({"id": format!("node/{}", n.name), "type": "node", "node": n.name,
+                    "status": if n.online {"online"} else {"offline"},
+                    "cpu": (cores / f64::from(n.cpus.max(1))).min(1.0), "maxcpu": n.cpus,
+                    "mem": self.node_mem(&n.name), "maxmem": n.memory_bytes, "disk": 1u64 << 30, "maxdisk": 100u64 << 30,
+                    "uptime": seconds as u64, "level": ""});
+                if self.release_override.is_none_or(|r| r >= "8.3") {
+                    entry["hastate"] = json!(if n.ha_maintenance {
+                        "maintenance"
+                    } else {
+                        "online"
+                    });
+                }
+                out.push(entry);
             }
         }
         if matches!(kind, None | Some("vm")) {
             for g in &self.guests {
-                out.push(super::value_of(g, self.online(&g.node), seconds));
+                let mut v = super::value_of(g, self.online(&g.node), seconds);
+                if self.profile == Profile::Pve9 && g.kind == "qemu" {
+                    // 9.x: `mem` is the guest's view, `memhost` the host's
+                    // (pve-manager `PVE/API2Tools.pm`).
+                    v["memhost"] = json!(self.host_mem(g));
+                    v["mem"] = json!(g.mem / 2);
+                }
+                out.push(v);
             }
         }
         if matches!(kind, None | Some("storage")) {
@@ -456,68 +641,5 @@ impl FakeCluster {
             }
         }
         Value::Array(out)
-    }
-
-    fn migrate(
-        &mut self,
-        method: &str,
-        node: &str,
-        kind: &str,
-        vmid: &str,
-        target: String,
-    ) -> Result<Value, (u16, String)> {
-        if !self.online(node) {
-            return Err((595, format!("no route to host {node}")));
-        }
-        let vmid: u64 = vmid.parse().unwrap_or(0);
-        let conf = if kind == "qemu" { "qemu-server" } else { "lxc" };
-        let g = self
-            .guests
-            .iter()
-            .find(|g| g.vmid == vmid && g.node == node && g.kind == kind)
-            .ok_or((
-                500,
-                format!("Configuration file 'nodes/{node}/{conf}/{vmid}.conf' does not exist"),
-            ))?
-            .clone();
-        let others: Vec<String> = self
-            .nodes
-            .iter()
-            .filter(|n| n.name != node)
-            .map(|n| n.name.clone())
-            .collect();
-        let allowed: Vec<&String> = others.iter().filter(|n| self.online(n)).collect();
-        let offline: Vec<&String> = others.iter().filter(|n| !self.online(n)).collect();
-        if method == "GET" {
-            let mut not_allowed = serde_json::Map::new();
-            for n in &offline {
-                not_allowed.insert(n.to_string(), json!({"unavailable_storages": []}));
-            }
-            return Ok(if kind == "qemu" {
-                let disks = if g.local_disk {
-                    json!([{"volid": format!("local-lvm:vm-{vmid}-disk-0"), "cdrom": 0, "is_unused": 0, "size": 8u64 << 30}])
-                } else {
-                    json!([])
-                };
-                json!({"running": (g.status == "running") as u8, "allowed_nodes": allowed,
-                       "not_allowed_nodes": not_allowed, "local_disks": disks, "local_resources": [],
-                       "mapped-resources": [], "mapped-resource-info": {}, "has-dbus-vmstate": 1})
-            } else {
-                json!({"running": (g.status == "running") as u8, "allowed-nodes": allowed,
-                       "not-allowed-nodes": not_allowed})
-            });
-        }
-        if !self.online(&target) {
-            return Err((500, format!("target node '{target}' is not online")));
-        }
-        if let Some(lock) = &g.lock {
-            return Err((500, format!("VM is locked ({lock})")));
-        }
-        let task = if kind == "qemu" {
-            "qmigrate"
-        } else {
-            "vzmigrate"
-        };
-        Ok(json!(self.start_task(node, task, vmid, &target)))
     }
 }
