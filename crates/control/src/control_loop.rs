@@ -7,7 +7,7 @@ use crate::error::ControlError;
 use crate::explain::{describe, explain, MoveInputs};
 use crate::history::DemandHistory;
 use crate::inputs::{MigrationDefaults, VmAllocation};
-use keel_drivers::{usage_between, Driver, Observation};
+use keel_drivers::{usage_by_index, Driver, Observation};
 use keel_model::{Cluster, ClusterSnapshot, Rules, VmInfo};
 use keel_policy::balance::demand::EstimatorConfig;
 use keel_policy::balance::load::HostLoads;
@@ -127,6 +127,9 @@ pub struct ControlLoop<D: Driver> {
     rules: Rules,
     history: DemandHistory,
     pub(crate) previous: Option<Observation>,
+    /// The observation of the latest [`ControlLoop::look`], when newer than
+    /// `previous` (what placement and rule checks decide on).
+    looked: Option<Observation>,
     pub(crate) migration_timeout: Duration,
     pub(crate) migration_bandwidth: Option<f64>,
     /// Driver time of each VM's last successful migration (anti-ping-pong).
@@ -150,6 +153,7 @@ impl<D: Driver> ControlLoop<D> {
             history: DemandHistory::new(EstimatorConfig::default())
                 .expect("the default estimator configuration is valid"),
             previous: None,
+            looked: None,
             migration_timeout: Duration::from_secs(120),
             migration_bandwidth: None,
             last_migrated: HashMap::new(),
@@ -245,11 +249,16 @@ impl<D: Driver> ControlLoop<D> {
         self.balancer = balancer;
     }
 
+    /// The latest observation made by a round or a look.
+    fn latest(&self) -> Option<Observation> {
+        self.looked.clone().or_else(|| self.previous.clone())
+    }
+
     /// Checks that `rules` fit the cluster as last observed (every VM and
     /// host they name exists, hard rules leave each VM a host). Before the
     /// first observation there is nothing to check against: accepted.
     pub fn check_rules(&mut self, rules: &Rules) -> Result<(), ControlError> {
-        let Some(observation) = self.previous.clone() else {
+        let Some(observation) = self.latest() else {
             return Ok(());
         };
         let cluster = self.cluster_from(&observation)?;
@@ -263,7 +272,7 @@ impl<D: Driver> ControlLoop<D> {
     /// and the rules in force, the cluster's own included: what initial
     /// placement decides on. `None` before the first observation.
     pub fn placement_input(&mut self) -> Result<Option<(ClusterSnapshot, Rules)>, ControlError> {
-        let Some(observation) = self.previous.clone() else {
+        let Some(observation) = self.latest() else {
             return Ok(None);
         };
         let cluster = self.cluster_from(&observation)?;
@@ -279,37 +288,42 @@ impl<D: Driver> ControlLoop<D> {
     /// Observes and feeds the estimator without planning (a warm-up sample).
     pub fn sample(&mut self) -> Result<(), ControlError> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;
-        self.record(&observation)
+        if self.record(&observation)? {
+            self.previous = Some(observation);
+            self.looked = None;
+        }
+        Ok(())
     }
 
-    fn record(&mut self, observation: &Observation) -> Result<(), ControlError> {
+    /// Feeds the estimator with the usage since the previous observation;
+    /// `true` when `observation` is to become the base of the next rates.
+    fn record(&mut self, observation: &Observation) -> Result<bool, ControlError> {
         if let Some(previous) = &self.previous {
-            let usage = usage_between(previous, observation);
+            let usage = usage_by_index(previous, observation);
             if usage.is_empty() {
                 // No time passed (or no VM in both): nothing to learn; keep
                 // the earlier observation as the base of the next rates.
-                return Ok(());
+                return Ok(false);
             }
             self.history
-                .record(usage.iter().map(|(vm, u)| (vm.as_str(), *u)))
+                .record(
+                    usage
+                        .iter()
+                        .map(|&(i, u)| (observation.vms[i].name.as_str(), u)),
+                )
                 .map_err(ControlError::Estimator)?;
             if self.keep_usage {
-                let hosts: HashMap<&str, &str> = observation
-                    .vms
-                    .iter()
-                    .map(|v| (v.name.as_str(), v.host.as_str()))
-                    .collect();
                 self.usage = usage
                     .into_iter()
-                    .filter_map(|(vm, usage)| {
-                        let host = (*hosts.get(vm.as_str())?).to_string();
-                        Some(VmUsage { vm, host, usage })
+                    .map(|(i, usage)| VmUsage {
+                        vm: observation.vms[i].name.clone(),
+                        host: observation.vms[i].host.clone(),
+                        usage,
                     })
                     .collect();
             }
         }
-        self.previous = Some(observation.clone());
-        Ok(())
+        Ok(true)
     }
 
     /// One iteration: observe, estimate, plan, check, execute wave by wave.
@@ -358,10 +372,14 @@ impl<D: Driver> ControlLoop<D> {
     ) -> Result<Proposal, ControlError> {
         let observation = self.driver.observe().map_err(ControlError::Observe)?;
         let time_seconds = observation.time_seconds;
-        if feed_estimator {
-            self.record(&observation)?;
-        }
+        let keep = feed_estimator && self.record(&observation)?;
         let cluster = self.cluster_from(&observation)?;
+        if keep {
+            self.previous = Some(observation);
+            self.looked = None;
+        } else if !feed_estimator {
+            self.looked = Some(observation);
+        }
         let rules = self
             .effective_rules()
             .compile(&cluster)

@@ -83,6 +83,15 @@ pub struct Observation {
 /// of VMs (observations list VMs in a stable order; a name lookup is the
 /// fallback).
 pub fn usage_between(earlier: &Observation, later: &Observation) -> Vec<(String, Resources)> {
+    usage_by_index(earlier, later)
+        .into_iter()
+        .map(|(i, u)| (later.vms[i].name.clone(), u))
+        .collect()
+}
+
+/// [`usage_between`] with each VM given by its index in `later.vms` (no
+/// name copied: the control loop's hot path).
+pub fn usage_by_index(earlier: &Observation, later: &Observation) -> Vec<(usize, Resources)> {
     let dt = later.time_seconds - earlier.time_seconds;
     if dt <= 0.0 {
         return Vec::new();
@@ -104,7 +113,7 @@ pub fn usage_between(earlier: &Observation, later: &Observation) -> Vec<(String,
             let rate = |a: f64, b: f64| ((b - a) / dt).max(0.0);
             let (a, b) = (&before.counters, &vm.counters);
             Some((
-                vm.name.clone(),
+                i,
                 Resources::new(
                     rate(
                         a.cpu_seconds + a.cpu_wait_seconds,

@@ -107,6 +107,9 @@ pub struct SimDriver {
     model: SimMigrationModel,
     in_flight: Vec<Flight>,
     ledger: SimLedger,
+    /// Each VM's demand during `demand_sample` (read once per sample).
+    demand: Vec<Resources>,
+    demand_sample: usize,
 }
 
 impl SimDriver {
@@ -154,7 +157,7 @@ impl SimDriver {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
         let n = vms.len();
-        Ok(Self {
+        let mut driver = Self {
             hosts,
             sizes: vms.iter().map(|v| v.size).collect(),
             local_disk_bytes: vms.iter().map(|v| v.local_disk_bytes).collect(),
@@ -168,7 +171,23 @@ impl SimDriver {
             model: SimMigrationModel::default(),
             in_flight: Vec::new(),
             ledger: SimLedger::default(),
-        })
+            demand: Vec::new(),
+            demand_sample: 0,
+        };
+        driver.read_demand();
+        Ok(driver)
+    }
+
+    /// Reads every VM's demand for the current sample from the source.
+    fn read_demand(&mut self) {
+        let sample = (self.now_seconds / self.sample_seconds) as usize;
+        if sample == self.demand_sample && self.demand.len() == self.names.len() {
+            return;
+        }
+        self.demand_sample = sample;
+        self.demand = (0..self.names.len())
+            .map(|vm| self.source.demand(vm, sample))
+            .collect();
     }
 
     /// Makes migrations take time and cost CPU as `model` says.
@@ -180,8 +199,7 @@ impl SimDriver {
     /// Demand of VM `vm` now (its cap applied), cores, bytes, bytes/s: what
     /// the simulator accounts with, not what the driver reports.
     pub fn demand_now(&self, vm: usize) -> Resources {
-        let sample = (self.now_seconds / self.sample_seconds) as usize;
-        let mut d = self.source.demand(vm, sample);
+        let mut d = self.demand[vm];
         if let Some(cap) = self.tunables[vm].cpu_limit_cores {
             d.cpu_cores = d.cpu_cores.min(cap);
         }
@@ -209,6 +227,7 @@ impl SimDriver {
                 // A step too small to move the clock (float precision far
                 // into a run) ends the advance rather than spinning.
                 self.now_seconds = if next > self.now_seconds { next } else { end };
+                self.read_demand();
             }
             self.land_finished();
         }
