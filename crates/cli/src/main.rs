@@ -17,6 +17,7 @@ mod plan_cmd;
 mod reference;
 mod serve_cmd;
 mod sim_cmd;
+mod sim_days;
 mod toml_input;
 mod why_cmd;
 

@@ -20,6 +20,9 @@ pub enum OutputFormat {
 /// A report plus the process's peak memory, as printed.
 #[derive(Serialize)]
 struct Printed<'a> {
+    /// The trace (day) of the row, or `median`, when several ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a str>,
     #[serde(flatten)]
     report: &'a RunReport,
     /// Peak resident memory of the whole `keel` process, bytes (Linux only).
@@ -38,11 +41,33 @@ pub fn peak_memory_bytes() -> Option<u64> {
 const CSV_COLUMNS: &str = "policy,vms,hosts,energy_kwh,migrations,slatah,pdm,slav,esv,overall_sla_violation,average_sla_violation,slatah_paper,pdm_paper,host_shutdowns,mean_time_before_host_shutdown_seconds,mean_migration_seconds,wall_seconds";
 
 pub fn print_reports(reports: &[RunReport], format: OutputFormat, peak: Option<u64>) -> Result<()> {
+    let rows: Vec<(Option<&str>, &RunReport)> = reports.iter().map(|r| (None, r)).collect();
+    print_rows(&rows, format, peak)
+}
+
+/// Like [`print_reports`], each row led by the name of its trace (a `trace`
+/// column in the table and CSV, a `trace` key in JSON).
+pub fn print_labelled_reports(
+    rows: &[(&str, &RunReport)],
+    format: OutputFormat,
+    peak: Option<u64>,
+) -> Result<()> {
+    let rows: Vec<(Option<&str>, &RunReport)> = rows.iter().map(|&(t, r)| (Some(t), r)).collect();
+    print_rows(&rows, format, peak)
+}
+
+fn print_rows(
+    rows: &[(Option<&str>, &RunReport)],
+    format: OutputFormat,
+    peak: Option<u64>,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let labelled = rows.iter().any(|(t, _)| t.is_some());
     match format {
         OutputFormat::Json => {
-            for report in reports {
+            for &(trace, report) in rows {
                 let printed = Printed {
+                    trace,
                     report,
                     peak_memory_bytes: peak,
                 };
@@ -50,8 +75,12 @@ pub fn print_reports(reports: &[RunReport], format: OutputFormat, peak: Option<u
             }
         }
         OutputFormat::Csv => {
-            writeln!(out, "{CSV_COLUMNS}")?;
-            for r in reports {
+            let lead = if labelled { "trace," } else { "" };
+            writeln!(out, "{lead}{CSV_COLUMNS}")?;
+            for &(trace, r) in rows {
+                if labelled {
+                    write!(out, "{},", trace.unwrap_or(""))?;
+                }
                 let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
                 writeln!(
                     out,
@@ -76,13 +105,19 @@ pub fn print_reports(reports: &[RunReport], format: OutputFormat, peak: Option<u
                 )?;
             }
         }
-        OutputFormat::Table => write_table(&mut out, reports, peak)?,
+        OutputFormat::Table => write_table(&mut out, rows, labelled, peak)?,
     }
     Ok(())
 }
 
-fn write_table(out: &mut impl Write, reports: &[RunReport], peak: Option<u64>) -> Result<()> {
+fn write_table(
+    out: &mut impl Write,
+    reports: &[(Option<&str>, &RunReport)],
+    labelled: bool,
+    peak: Option<u64>,
+) -> Result<()> {
     let header = [
+        "trace",
         "policy",
         "VMs",
         "hosts",
@@ -97,10 +132,11 @@ fn write_table(out: &mut impl Write, reports: &[RunReport], peak: Option<u64>) -
         "shutdowns",
         "wall s",
     ];
-    let rows: Vec<[String; 13]> = reports
+    let rows: Vec<[String; 14]> = reports
         .iter()
-        .map(|r| {
+        .map(|&(trace, r)| {
             [
+                trace.unwrap_or("").to_owned(),
                 r.policy.clone(),
                 r.vms.to_string(),
                 r.hosts.to_string(),
@@ -117,6 +153,8 @@ fn write_table(out: &mut impl Write, reports: &[RunReport], peak: Option<u64>) -
             ]
         })
         .collect();
+    // Without trace names the first column is left out.
+    let first = usize::from(!labelled);
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()
@@ -130,8 +168,9 @@ fn write_table(out: &mut impl Write, reports: &[RunReport], peak: Option<u64>) -
         cells
             .iter()
             .enumerate()
+            .skip(first)
             .map(|(c, s)| {
-                if c == 0 {
+                if c <= 1 {
                     format!("{s:<w$}", w = widths[c])
                 } else {
                     format!("{s:>w$}", w = widths[c])

@@ -1,29 +1,31 @@
 //! `keel sim`: load a trace, run one or more policies, print the figures.
 
 use crate::output::{self, OutputFormat};
+use crate::sim_days;
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use keel_model::WorkloadTrace;
 use keel_policy::{paper_policies, policy_grid, ConsolidationPolicy};
-use keel_sim::{RunReport, SimConfig, StepRecord};
-use keel_trace::{LoadOptions, TraceFormat, TraceOrder};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use keel_sim::{SimConfig, StepRecord};
+use keel_trace::{LoadOptions, TraceFormat};
+use std::path::{Path, PathBuf};
 
 /// Arguments of `keel sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Trace to replay: a PlanetLab day folder, a Bitbrains folder or .tar.xz,
-    /// or a wide CSV (optionally gzip'd). Default: the bundled PlanetLab day 2011-03-03.
+    /// or a wide CSV (optionally gzip'd). Default: the bundled PlanetLab day
+    /// 2011-03-03. Repeat it to run several days at once (per-day rows and a
+    /// median row per policy); a folder of `YYYYMMDD` day folders stands for
+    /// those days.
     #[arg(long, value_name = "PATH")]
-    trace: Option<PathBuf>,
+    trace: Vec<PathBuf>,
     /// Trace format (detected when omitted).
     #[arg(long, value_name = "planetlab|bitbrains|wide-csv")]
     trace_format: Option<TraceFormat>,
-    /// PlanetLab VM order: `sorted` (file names, lexicographic) or a listing
-    /// file with one file name per line.
+    /// PlanetLab VM order: `sorted` (file names, lexicographic), a listing
+    /// file with one file name per line, or a folder of listings named
+    /// `<day>.txt` (one per day when several run).
     #[arg(long, value_name = "sorted|FILE", default_value = "sorted")]
     order: String,
     /// Policy: `npa`, `dvfs`, DETECTOR-SELECTOR-PARAMETER (detectors thr, iqr,
@@ -105,7 +107,6 @@ pub fn run(args: SimArgs) -> Result<()> {
             policies.len()
         );
     }
-    let trace = load_trace(&args)?;
     let configs: Vec<SimConfig> = policies
         .into_iter()
         .map(|policy| SimConfig {
@@ -114,6 +115,14 @@ pub fn run(args: SimArgs) -> Result<()> {
             ..SimConfig::planetlab(policy)
         })
         .collect();
+    let days = sim_days::expand_days(&args.trace)?;
+    if days.len() > 1 {
+        if args.step_trace.is_some() {
+            anyhow::bail!("--step-trace needs exactly one trace, got {}", days.len());
+        }
+        return run_days(&args, &days, &configs);
+    }
+    let trace = load_trace(&args, days.first().map(PathBuf::as_path), 1)?;
     let mut steps: Vec<StepRecord> = Vec::new();
     let reports = if let Some(path) = &args.step_trace {
         let report = keel_sim::run_observed(&trace, &configs[0], &mut steps)
@@ -121,10 +130,66 @@ pub fn run(args: SimArgs) -> Result<()> {
         output::write_step_trace(path, &steps)?;
         vec![report]
     } else {
-        run_parallel(&trace, &configs, args.jobs)?
+        sim_days::run_pool(
+            configs.len(),
+            args.jobs,
+            |i| configs[i].policy.to_string(),
+            |i| {
+                keel_sim::run(&trace, &configs[i])
+                    .with_context(|| format!("simulating {}", configs[i].policy))
+            },
+        )?
     };
     let peak = output::peak_memory_bytes();
     output::print_reports(&reports, args.format, peak)
+}
+
+/// Every policy on every day, all (day, policy) pairs on the worker pool;
+/// prints per-day rows, then one median row per policy.
+fn run_days(args: &SimArgs, days: &[PathBuf], configs: &[SimConfig]) -> Result<()> {
+    let slots: Vec<sim_days::DaySlot> = days
+        .iter()
+        .map(|_| sim_days::DaySlot::new(configs.len()))
+        .collect();
+    let job = |i: usize| (i / configs.len(), i % configs.len());
+    let reports = sim_days::run_pool(
+        days.len() * configs.len(),
+        args.jobs,
+        |i| {
+            let (day, config) = job(i);
+            format!(
+                "{} {}",
+                sim_days::day_name(&days[day]),
+                configs[config].policy
+            )
+        },
+        |i| {
+            let (day, config) = job(i);
+            let trace = slots[day].get(|| load_trace(args, Some(&days[day]), days.len()))?;
+            let report = keel_sim::run(&trace, &configs[config]).with_context(|| {
+                format!(
+                    "simulating {} on {}",
+                    configs[config].policy,
+                    days[day].display()
+                )
+            });
+            drop(trace);
+            slots[day].done();
+            report
+        },
+    )?;
+    let names: Vec<String> = (0..reports.len())
+        .map(|i| sim_days::day_name(&days[job(i).0]))
+        .collect();
+    let medians = sim_days::median_reports(&reports.iter().collect::<Vec<_>>());
+    let mut rows: Vec<(&str, &keel_sim::RunReport)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(reports.iter())
+        .collect();
+    rows.extend(medians.iter().map(|r| ("median", r)));
+    let peak = output::peak_memory_bytes();
+    output::print_labelled_reports(&rows, args.format, peak)
 }
 
 fn run_balance_mode(args: &SimArgs) -> Result<()> {
@@ -140,7 +205,14 @@ fn run_balance_mode(args: &SimArgs) -> Result<()> {
             anyhow::bail!("--interval must be a positive number of seconds, got {interval}");
         }
     }
-    let trace = load_trace(args)?;
+    let trace = match args.trace.as_slice() {
+        [] => load_trace(args, None, 1)?,
+        [one] => load_trace(args, Some(one), 1)?,
+        several => anyhow::bail!(
+            "--mode balance replays one trace, got {} --trace options",
+            several.len()
+        ),
+    };
     let hosts = args
         .hosts
         .unwrap_or_else(|| trace.vms.len().div_ceil(20).max(2));
@@ -180,15 +252,13 @@ fn parse_policies(spec: &str) -> Result<Vec<ConsolidationPolicy>> {
         .collect()
 }
 
-fn load_trace(args: &SimArgs) -> Result<WorkloadTrace> {
-    let Some(path) = &args.trace else {
+/// Loads `path` (the bundled day when `None`) as the options say.
+/// `days` is how many traces this command runs.
+fn load_trace(args: &SimArgs, path: Option<&Path>, days: usize) -> Result<WorkloadTrace> {
+    let Some(path) = path else {
         return Ok(keel_trace::bundled_planetlab_day());
     };
-    let order = if args.order == "sorted" {
-        TraceOrder::Sorted
-    } else {
-        TraceOrder::Listing(PathBuf::from(&args.order))
-    };
+    let order = sim_days::order_for_day(&args.order, path, days)?;
     let options = LoadOptions {
         format: args.trace_format,
         order,
@@ -199,49 +269,4 @@ fn load_trace(args: &SimArgs) -> Result<WorkloadTrace> {
         ..LoadOptions::default()
     };
     Ok(keel_trace::load(path, &options)?)
-}
-
-/// Runs every config on a pool of worker threads; results keep config order.
-fn run_parallel(
-    trace: &WorkloadTrace,
-    configs: &[SimConfig],
-    jobs: Option<usize>,
-) -> Result<Vec<RunReport>> {
-    let workers = jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, configs.len().max(1));
-    let progress = if configs.len() > 1 {
-        let bar = ProgressBar::new(configs.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<RunReport>>>> =
-        Mutex::new((0..configs.len()).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(config) = configs.get(i) else { break };
-                let result = keel_sim::run(trace, config)
-                    .with_context(|| format!("simulating {}", config.policy));
-                progress.set_message(config.policy.to_string());
-                progress.inc(1);
-                results.lock().expect("no worker panics")[i] = Some(result);
-            });
-        }
-    });
-    progress.finish_and_clear();
-    results
-        .into_inner()
-        .expect("no worker panics")
-        .into_iter()
-        .map(|r| r.expect("every config ran"))
-        .collect()
 }

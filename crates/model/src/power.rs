@@ -47,6 +47,8 @@ impl PowerModel {
     ///
     /// Same float operations as CloudSim: an exact table point when
     /// `utilization % 0.1 == 0`, else interpolation between floor and ceil.
+    // Called per (VM, host) pair in every placement scan, from other crates.
+    #[inline]
     pub fn watts_at(&self, utilization: f64) -> Result<f64, PowerModelError> {
         if !(0.0..=1.0).contains(&utilization) {
             return Err(PowerModelError::UtilizationOutOfRange(utilization));
@@ -75,6 +77,7 @@ impl PowerModel {
 
     /// Energy in joules (watt-seconds) over `seconds` while utilisation moved
     /// linearly from `from` to `to`; zero when the host was asleep (`from == 0`).
+    #[inline]
     pub fn energy_joules(&self, from: f64, to: f64, seconds: f64) -> Result<f64, PowerModelError> {
         if from == 0.0 {
             return Ok(0.0);
@@ -85,18 +88,18 @@ impl PowerModel {
     }
 }
 
-/// `utilization % 0.1 == 0.0`, with a cheap rejection first: an exact
-/// multiple of 0.1 times 10 lies within rounding of an integer.
+/// `utilization % 0.1 == 0.0` for a utilisation in 0..=1, without `fmod`.
+/// `fmod` is exact, so the remainder is zero only where the utilisation is
+/// an exact whole multiple k x 0.1 of the double 0.1 (an odd 52-bit
+/// mantissa). Within 0..=1 those products are exact doubles only for k = 0,
+/// 1, 2, 4 and 8 (doubling is exact; odd k > 1 needs more than 53 bits), and
+/// they are the literals 0.0, 0.1, 0.2, 0.4 and 0.8.
 fn is_multiple_of_tenth(utilization: f64) -> bool {
-    if utilization == 0.0 {
-        return true;
-    }
-    let tenths = utilization * 10.0;
-    let fraction = tenths - (tenths as u64) as f64;
-    if fraction > 1e-6 && fraction < 1.0 - 1e-6 {
-        return false;
-    }
-    utilization % 0.1 == 0.0
+    utilization == 0.0
+        || utilization == 0.1
+        || utilization == 0.2
+        || utilization == 0.4
+        || utilization == 0.8
 }
 
 #[cfg(test)]
@@ -119,6 +122,15 @@ mod tests {
         for i in 0..=100_000 {
             let u = i as f64 / 100_000.0;
             assert_eq!(is_multiple_of_tenth(u), u % 0.1 == 0.0, "{u}");
+        }
+        let near = |u: f64, ulps: i64| f64::from_bits((u.to_bits() as i64 + ulps) as u64);
+        for k in 0..=10 {
+            let tenth = k as f64 / 10.0;
+            for u in [tenth, 0.1 * k as f64, near(tenth, -1), near(tenth, 1)] {
+                if (0.0..=1.0).contains(&u) {
+                    assert_eq!(is_multiple_of_tenth(u), u % 0.1 == 0.0, "{u}");
+                }
+            }
         }
         for u in [0.1, 0.2, 0.4, 0.8, 0.3, 0.7, 1.0] {
             assert_eq!(is_multiple_of_tenth(u), u % 0.1 == 0.0, "{u}");

@@ -22,6 +22,7 @@ pub struct HostSpec {
 
 impl HostSpec {
     /// Total CPU capacity, MIPS (cores x core MIPS).
+    #[inline]
     pub fn total_mips(&self) -> f64 {
         self.cores as f64 * self.core_mips
     }

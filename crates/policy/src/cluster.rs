@@ -273,9 +273,10 @@ impl ClusterState {
 
     /// The first `n` values of [`Self::utilization_history`] in `out`
     /// (computed the same way, so bit-identical), and the length the whole
-    /// trimmed history would have. Cheaper when `n` is small: a sum of
-    /// non-negative terms is zero only where every term is, so the trimmed
-    /// length is the longest VM history up to its last non-zero value.
+    /// trimmed history would have, capped at `n`. Cheaper when `n` is small:
+    /// a sum of non-negative terms is zero only where every term is, so the
+    /// trimmed length is the longest VM history up to its last non-zero
+    /// value, and once one VM reaches `n` the others need not be searched.
     pub fn utilization_history_prefix(
         &self,
         host: HostIndex,
@@ -292,11 +293,13 @@ impl ClusterState {
             for (slot, &u) in out.iter_mut().zip(&v.history) {
                 *slot += u * v.spec.mips / host_mips;
             }
-            if let Some(last) = v.history.iter().rposition(|&u| u != 0.0) {
-                length = length.max(last + 1);
+            if length < n {
+                if let Some(last) = v.history.iter().rposition(|&u| u != 0.0) {
+                    length = length.max(last + 1);
+                }
             }
         }
-        length
+        length.min(n.max(1))
     }
 
     /// The host's utilisation history (newest first): the VMs' histories

@@ -69,7 +69,46 @@ pub struct CpuShare {
     /// VMs seen migrating out of this host. Like CloudSim, an entry stays
     /// until the VM is next allocated here while not migrating, even after the
     /// VM has left: a VM that later migrates back in is then served at 90 %.
-    migrating_out: Vec<VmIndex>,
+    /// (Over a day a host collects hundreds of them, hence a set of bits.)
+    migrating_out: VmBits,
+}
+
+/// A set of VM indices, one bit each; equality ignores trailing zero words.
+#[derive(Debug, Clone, Default)]
+struct VmBits {
+    words: Vec<u64>,
+}
+
+impl PartialEq for VmBits {
+    fn eq(&self, other: &Self) -> bool {
+        let (short, long) = if self.words.len() <= other.words.len() {
+            (&self.words, &other.words)
+        } else {
+            (&other.words, &self.words)
+        };
+        long[..short.len()] == short[..] && long[short.len()..].iter().all(|&w| w == 0)
+    }
+}
+
+impl VmBits {
+    fn contains(&self, vm: VmIndex) -> bool {
+        self.words
+            .get(vm / 64)
+            .is_some_and(|w| w & (1 << (vm % 64)) != 0)
+    }
+
+    fn insert(&mut self, vm: VmIndex) {
+        if self.words.len() <= vm / 64 {
+            self.words.resize(vm / 64 + 1, 0);
+        }
+        self.words[vm / 64] |= 1 << (vm % 64);
+    }
+
+    fn remove(&mut self, vm: VmIndex) {
+        if let Some(w) = self.words.get_mut(vm / 64) {
+            *w &= !(1 << (vm % 64));
+        }
+    }
 }
 
 impl CpuShare {
@@ -90,7 +129,7 @@ impl CpuShare {
             shares: Vec::new(),
             available_mips: total_mips,
             migrating_in: Vec::new(),
-            migrating_out: Vec::new(),
+            migrating_out: VmBits::default(),
         }
     }
 
@@ -149,11 +188,11 @@ impl CpuShare {
     /// A what-if allocation that is undone at once leaves exactly this behind.
     pub fn update_migration_marks(&mut self, vm: VmIndex, in_migration: bool) {
         if in_migration {
-            if !self.migrating_in.contains(&vm) && !self.migrating_out.contains(&vm) {
-                self.migrating_out.push(vm);
+            if !self.migrating_in.contains(&vm) {
+                self.migrating_out.insert(vm);
             }
         } else {
-            self.migrating_out.retain(|&v| v != vm);
+            self.migrating_out.remove(vm);
         }
     }
 
@@ -219,10 +258,7 @@ impl CpuShare {
             share.allocated_mips = 0.0;
         }
         for i in self.walk_order() {
-            let Share {
-                vm, requested_mips, ..
-            } = self.shares[i];
-            self.allocate_share(vm, requested_mips);
+            self.serve(i);
         }
     }
 
@@ -231,7 +267,9 @@ impl CpuShare {
         let mut order: Vec<usize> = (0..self.shares.len()).collect();
         if let ShareOrder::JavaHashMap { .. } = self.order {
             let mask = self.table_capacity.saturating_sub(1) as u32;
-            order.sort_by_key(|&i| (self.shares[i].hash & mask, self.shares[i].seq));
+            // Sequence numbers are unique, so no two keys tie and an
+            // unstable sort (no merge buffer) gives the one order.
+            order.sort_unstable_by_key(|&i| (self.shares[i].hash & mask, self.shares[i].seq));
         }
         order
     }
@@ -252,9 +290,11 @@ impl CpuShare {
     }
 
     fn allocate_share(&mut self, vm: VmIndex, requested_mips: f64) {
-        let capped = self.capped(requested_mips);
-        match self.shares.iter_mut().find(|s| s.vm == vm) {
-            Some(share) => share.requested_mips = requested_mips,
+        let index = match self.shares.iter().position(|s| s.vm == vm) {
+            Some(index) => {
+                self.shares[index].requested_mips = requested_mips;
+                index
+            }
             None => {
                 let hash = self.key_hash(vm);
                 self.shares.push(Share {
@@ -266,22 +306,31 @@ impl CpuShare {
                 });
                 self.next_seq += 1;
                 self.grow_table_for(self.shares.len());
+                self.shares.len() - 1
             }
-        }
+        };
+        self.serve(index);
+    }
+
+    /// Serves the share at `index` from the free MIPS, or scales every share
+    /// down if it does not fit.
+    fn serve(&mut self, index: usize) {
+        let Share {
+            vm, requested_mips, ..
+        } = self.shares[index];
+        let capped = self.capped(requested_mips);
         self.probe_settled = false;
         let is_in = self.migrating_in.contains(&vm);
         let reserved = if is_in { capped * 0.1 } else { capped };
         if self.available_mips >= reserved {
-            let allocated = if self.migrating_out.contains(&vm) {
+            let allocated = if self.migrating_out.contains(vm) {
                 capped * 0.9
             } else if is_in {
                 capped * 0.1
             } else {
                 capped
             };
-            if let Some(share) = self.shares.iter_mut().find(|s| s.vm == vm) {
-                share.allocated_mips = allocated;
-            }
+            self.shares[index].allocated_mips = allocated;
             self.available_mips -= reserved;
         } else {
             self.redistribute_oversubscribed();
@@ -302,7 +351,7 @@ impl CpuShare {
         for i in 0..self.shares.len() {
             let vm = self.shares[i].vm;
             let mut mips = self.capped(self.shares[i].requested_mips);
-            if self.migrating_out.contains(&vm) {
+            if self.migrating_out.contains(vm) {
                 mips *= scale;
                 mips *= 0.9;
             } else if self.migrating_in.contains(&vm) {
@@ -321,28 +370,60 @@ impl CpuShare {
 /// `String.hashCode` (s[0]*31^(n-1) + ... in wrapping 32-bit arithmetic),
 /// then `h ^ (h >>> 16)`.
 fn java_hash_map_spread(owner_id: u32, vm: VmIndex) -> u32 {
-    // String.hashCode of the decimal digits, '-', digits, without allocating.
-    fn feed_decimal(mut h: i32, n: u64) -> i32 {
-        let mut digits = [0u8; 20];
-        let mut len = 0;
-        let mut rest = n;
-        loop {
-            digits[len] = b'0' + (rest % 10) as u8;
-            len += 1;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        for &d in digits[..len].iter().rev() {
-            h = h.wrapping_mul(31).wrapping_add(d as i32);
-        }
-        h
-    }
-    let h = feed_decimal(0, owner_id as u64);
+    let h = string_hash(0, owner_id as u64);
     let h = h.wrapping_mul(31).wrapping_add(b'-' as i32);
-    let h = feed_decimal(h, vm as u64) as u32;
+    let h = string_hash(h, vm as u64) as u32;
     h ^ (h >> 16)
+}
+
+/// Numbers below this have their digits' hash in a table (hosts re-create
+/// every share at each update, so the hash of a VM key is asked for often).
+const DIGIT_TABLE_SIZE: usize = 1 << 13;
+
+/// `String.hashCode` continued from `h` over the decimal digits of `n`.
+fn string_hash(h: i32, n: u64) -> i32 {
+    static TABLE: std::sync::OnceLock<Vec<(i32, i32)>> = std::sync::OnceLock::new();
+    if n < DIGIT_TABLE_SIZE as u64 {
+        // Per number: hash of its digits from 0, and 31^(digit count).
+        let table = TABLE.get_or_init(|| {
+            (0..DIGIT_TABLE_SIZE as u64)
+                .map(|n| (feed_decimal(0, n), feed_decimal_power(n)))
+                .collect()
+        });
+        let (digits, power) = table[n as usize];
+        return h.wrapping_mul(power).wrapping_add(digits);
+    }
+    feed_decimal(h, n)
+}
+
+/// 31 raised to the number of decimal digits of `n`, wrapping.
+fn feed_decimal_power(mut n: u64) -> i32 {
+    let mut power = 31i32;
+    while n >= 10 {
+        power = power.wrapping_mul(31);
+        n /= 10;
+    }
+    power
+}
+
+/// `String.hashCode` continued from `h` over the decimal digits of `n`,
+/// without allocating.
+fn feed_decimal(mut h: i32, n: u64) -> i32 {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    let mut rest = n;
+    loop {
+        digits[len] = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &d in digits[..len].iter().rev() {
+        h = h.wrapping_mul(31).wrapping_add(d as i32);
+    }
+    h
 }
 
 #[cfg(test)]
@@ -395,6 +476,15 @@ mod tests {
             )
         });
         assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn digit_table_gives_the_hash_computed_digit_by_digit() {
+        for n in [0u64, 7, 10, 99, 1051, 8191, 8192, 123_456] {
+            for h in [0i32, 50, -12345] {
+                assert_eq!(string_hash(h, n), feed_decimal(h, n), "{h} {n}");
+            }
+        }
     }
 
     #[test]

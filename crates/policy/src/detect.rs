@@ -40,6 +40,9 @@ pub enum OverloadDetector {
 pub struct DetectorScratch {
     history: Vec<f64>,
     work: Vec<f64>,
+    /// Per host: the recorded utilisation (MIPS) a power draw was last
+    /// computed for, and that draw (`None` outside the power model).
+    pub(crate) power_now: Vec<(f64, Option<f64>)>,
 }
 
 impl OverloadDetector {

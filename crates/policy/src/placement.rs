@@ -60,9 +60,9 @@ pub fn power_aware_best_fit(
         }
         let h = &cluster.hosts[host];
         let after = (allocated + requested) / h.spec.total_mips();
-        let (Ok(power_after), Ok(power_now)) = (
+        let (Ok(power_after), Some(power_now)) = (
             h.spec.power.watts_at(after),
-            h.spec.power.watts_at(h.utilization()),
+            power_now(scratch, cluster, host),
         ) else {
             continue;
         };
@@ -76,6 +76,27 @@ pub fn power_aware_best_fit(
         }
     }
     best
+}
+
+/// The host's power draw at its recorded utilisation, remembered until that
+/// utilisation changes (it stays put through a whole round, while every VM
+/// to place asks for it again).
+fn power_now(
+    scratch: &mut DetectorScratch,
+    cluster: &ClusterState,
+    host: HostIndex,
+) -> Option<f64> {
+    let h = &cluster.hosts[host];
+    if scratch.power_now.len() != cluster.hosts.len() {
+        scratch.power_now = vec![(f64::NAN, None); cluster.hosts.len()];
+    }
+    let (for_mips, watts) = &mut scratch.power_now[host];
+    // NaN never equals itself, so an empty slot is always computed.
+    if *for_mips != h.utilization_mips {
+        *for_mips = h.utilization_mips;
+        *watts = h.spec.power.watts_at(h.utilization()).ok();
+    }
+    *watts
 }
 
 /// The first host (by index) where `vm` fits.

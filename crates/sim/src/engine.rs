@@ -49,6 +49,12 @@ pub(crate) struct Engine<'t, 'o> {
     energy_joules: f64,
     migrations: u64,
     in_flight: Vec<InFlight>,
+    /// The time every host was last brought up to date by [`Self::update_all`],
+    /// if nothing but migration completions and VM removals (tracked in
+    /// `changed_since_update`) has touched a host since.
+    hosts_fresh_at: Option<f64>,
+    /// Per host: changed since the last [`Self::update_all`].
+    changed_since_update: Vec<bool>,
     observer: &'o mut dyn StepObserver,
 }
 
@@ -85,6 +91,8 @@ impl<'t, 'o> Engine<'t, 'o> {
             energy_joules: 0.0,
             migrations: 0,
             in_flight: Vec::new(),
+            hosts_fresh_at: None,
+            changed_since_update: vec![false; hosts],
             observer,
         }
     }
@@ -142,6 +150,8 @@ impl<'t, 'o> Engine<'t, 'o> {
             self.update_all(now)?;
         }
         let started = if self.consolidator.migrates() {
+            // The round and the migrations it starts touch any host.
+            self.hosts_fresh_at = None;
             let migrations = self.consolidator.optimise(&mut self.cluster)?;
             for m in &migrations {
                 self.start_migration(*m, now)?;
@@ -183,6 +193,11 @@ impl<'t, 'o> Engine<'t, 'o> {
         let dt = now - self.last_process_time;
         let interval = self.trace.interval_seconds;
         let record_history = (now - START_SECONDS) % interval == 0.0;
+        if self.hosts_fresh_at == Some(now) && dt == 0.0 && !record_history {
+            self.update_changed_hosts(now);
+            return Ok(());
+        }
+        self.changed_since_update.fill(false);
         for vm in 0..self.cluster.vms.len() {
             if !self.alive[vm] {
                 continue;
@@ -229,7 +244,30 @@ impl<'t, 'o> Engine<'t, 'o> {
         }
         self.remove_finished_vms();
         self.last_process_time = now;
+        self.hosts_fresh_at = Some(now);
         Ok(())
+    }
+
+    /// [`Self::update_all`] again at the instant every host was last updated
+    /// (after a group of migrations completed): the VMs' demand is what it
+    /// was, no time has passed (no energy, no history), so a host that has not
+    /// changed since would recompute the very same shares and metric entries
+    /// (an entry at the same instant replaces the previous one); only its
+    /// previous utilisation moves up to the current one. Changed hosts are
+    /// updated in full, as before.
+    fn update_changed_hosts(&mut self, now: f64) {
+        let changed = std::mem::take(&mut self.changed_since_update);
+        for (host, &was_changed) in changed.iter().enumerate() {
+            if was_changed {
+                self.update_host(host, now);
+            } else {
+                let h = &mut self.cluster.hosts[host];
+                h.previous_utilization_mips = h.utilization_mips;
+            }
+        }
+        self.changed_since_update = changed;
+        self.changed_since_update.fill(false);
+        self.remove_finished_vms();
     }
 
     /// A VM whose request drops to exactly zero has finished its workload
@@ -247,6 +285,7 @@ impl<'t, 'o> Engine<'t, 'o> {
             for vm in finished {
                 if let Some(registered) = self.cluster.vms[vm].host.take() {
                     self.cluster.vm_destroy(registered, vm);
+                    self.changed_since_update[registered] = true;
                 }
                 self.alive[vm] = false;
             }
@@ -265,10 +304,11 @@ impl<'t, 'o> Engine<'t, 'o> {
             h.cpu.allocate(vm, v.requested_mips, v.in_migration);
         }
         let mut host_requested = 0.0;
-        for &vm in &h.vms {
+        for (i, &vm) in h.vms.iter().enumerate() {
             let v = &cluster.vms[vm];
             let requested = v.requested_mips;
-            let mut allocated = h.cpu.allocated_mips(vm);
+            // The shares were just created in list order.
+            let mut allocated = h.cpu.allocated_mips_hint(vm, i);
             if !h.is_migrating_in(vm) {
                 self.metrics
                     .vm_entry(vm, now, allocated, requested, v.in_migration);
@@ -344,8 +384,10 @@ impl<'t, 'o> Engine<'t, 'o> {
 
     fn complete_migration(&mut self, m: Migration) -> Result<(), SimError> {
         let Migration { vm, target } = m;
+        self.changed_since_update[target] = true;
         if let Some(registered) = self.cluster.vms[vm].host.take() {
             self.cluster.vm_destroy(registered, vm);
+            self.changed_since_update[registered] = true;
         }
         let size = self.cluster.vms[vm].spec.size_mb;
         let h = &mut self.cluster.hosts[target];
