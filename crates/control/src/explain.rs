@@ -75,6 +75,9 @@ pub fn explain(
     estimators: (String, String),
     decided_by: &str,
 ) -> Vec<MoveInputs> {
+    if moves.is_empty() {
+        return Vec::new();
+    }
     let mut loads = HostLoads::new(cluster);
     let load = |loads: &HostLoads, h: usize| {
         let c = loads.capacity[h];

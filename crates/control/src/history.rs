@@ -15,6 +15,9 @@ struct Slot {
     index: usize,
     samples: u64,
     last_seen: u64,
+    /// The estimate since the last sample (a round estimates each VM for
+    /// its plan and again for each check before a wave).
+    estimate: Option<Resources>,
 }
 
 /// Per-VM demand estimates over a [`DemandTracker`], by VM name.
@@ -54,6 +57,7 @@ impl DemandHistory {
                 Some(slot) => {
                     slot.samples += 1;
                     slot.last_seen = self.observation;
+                    slot.estimate = None;
                     slot.index
                 }
                 None => {
@@ -74,6 +78,7 @@ impl DemandHistory {
                             index,
                             samples: 1,
                             last_seen: self.observation,
+                            estimate: None,
                         },
                     );
                     index
@@ -95,8 +100,10 @@ impl DemandHistory {
 
     /// The estimated demand of `vm`, `None` before its first sample.
     pub fn estimate(&mut self, vm: &str) -> Option<Resources> {
-        let index = self.slots.get(vm)?.index;
-        Some(self.tracker.estimate(index))
+        let slot = self.slots.get_mut(vm)?;
+        let index = slot.index;
+        let tracker = &mut self.tracker;
+        Some(*slot.estimate.get_or_insert_with(|| tracker.estimate(index)))
     }
 
     /// Samples recorded for `vm` (0 if unknown).

@@ -148,6 +148,9 @@ pub struct BalanceReport {
     /// Every migration completed, in order (not printed).
     #[serde(skip)]
     pub moves: Vec<ReplayMove>,
+    /// Refusals by reason, digits masked (not printed).
+    #[serde(skip)]
+    pub refusals: std::collections::BTreeMap<String, u64>,
 }
 
 /// A trace's demand as the body's [`DemandSource`] (last sample held).
@@ -254,7 +257,15 @@ pub fn run_balance(
             let report = control.iterate().map_err(failed(tick))?;
             acc.plan_ms_sum += report.plan_seconds * 1e3;
             acc.plan_ms_max = acc.plan_ms_max.max(report.plan_seconds * 1e3);
-            acc.refused_plans += u64::from(report.refused.is_some());
+            if let Some(why) = &report.refused {
+                acc.refused_plans += 1;
+                // Counted by kind: names and figures masked.
+                let kind: String = why
+                    .chars()
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                    .collect();
+                *acc.refusals.entry(kind).or_insert(0) += 1;
+            }
             acc.moves.extend(
                 report
                     .moves
@@ -309,6 +320,7 @@ pub fn run_balance(
         plan_ms_max: acc.plan_ms_max,
         wall_seconds: started.elapsed().as_secs_f64(),
         moves: acc.moves,
+        refusals: acc.refusals,
     })
 }
 
@@ -320,6 +332,7 @@ struct Accounting {
     plan_ms_sum: f64,
     plan_ms_max: f64,
     refused_plans: u64,
+    refusals: std::collections::BTreeMap<String, u64>,
     moves: Vec<ReplayMove>,
 }
 
