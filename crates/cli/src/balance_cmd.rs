@@ -3,26 +3,28 @@
 
 use crate::output::OutputFormat;
 use anyhow::{bail, Context, Result};
-use keel_control::replay::{run_balance, BalanceReport, BalanceSimConfig};
+use keel_control::replay::{run_balance, run_oracle, BalanceReport, BalanceSimConfig};
 use keel_model::WorkloadTrace;
 use keel_policy::balance::{Balancer, KeelBalancer, NoBalancer};
 use std::io::Write;
 use std::sync::Arc;
 
-/// Every balancer `--balancer all` compares, in table order.
-pub const BALANCERS: [&str; 5] = ["none", "crs", "proxlb", "watcher", "keel"];
+/// Every balancer `--balancer all` compares, in table order (`oracle` is
+/// Keel's planner fed the actual demand of the next hour: a bound, not a
+/// balancer one can run).
+pub const BALANCERS: [&str; 6] = ["none", "crs", "proxlb", "watcher", "keel", "oracle"];
 
 /// Builds the balancer called `name`.
 pub fn make_balancer(name: &str) -> Result<Box<dyn Balancer + Send>> {
     use keel_policy::balance::baselines;
     Ok(match name {
-        "keel" => Box::new(KeelBalancer::default()),
+        "keel" | "oracle" => Box::new(KeelBalancer::default()),
         "none" => Box::new(NoBalancer),
         "crs" => Box::new(baselines::Crs::default()),
         "proxlb" => Box::new(baselines::ProxLb::default()),
         "watcher" => Box::new(baselines::Watcher::default()),
         other => {
-            bail!("unknown balancer {other:?}: expected keel, crs, proxlb, watcher, none or all")
+            bail!("unknown balancer {other:?}: expected keel, crs, proxlb, watcher, none, oracle or all")
         }
     })
 }
@@ -49,6 +51,17 @@ pub fn run(
     format: OutputFormat,
     jobs: usize,
 ) -> Result<()> {
+    let reports = run_many(trace, names, config, jobs)?;
+    print_reports(&reports, format)
+}
+
+/// Runs every balancer of `names` on `trace`, `jobs` at once; reports in `names` order.
+pub fn run_many<S: AsRef<str> + Sync>(
+    trace: &Arc<WorkloadTrace>,
+    names: &[S],
+    config: &BalanceSimConfig,
+    jobs: usize,
+) -> Result<Vec<BalanceReport>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<BalanceReport>>>> =
         std::sync::Mutex::new(names.iter().map(|_| None).collect());
@@ -57,20 +70,31 @@ pub fn run(
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(name) = names.get(i) else { break };
-                let result = make_balancer(name).and_then(|b| {
-                    run_balance(trace, config, b).with_context(|| format!("balancing with {name}"))
-                });
+                let result = run_one(trace, config, name.as_ref());
                 results.lock().expect("no worker panics")[i] = Some(result);
             });
         }
     });
-    let reports: Vec<BalanceReport> = results
+    results
         .into_inner()
         .expect("no worker panics")
         .into_iter()
         .map(|r| r.expect("every balancer ran"))
-        .collect::<Result<_>>()?;
-    print_reports(&reports, format)
+        .collect()
+}
+
+/// Runs the balancer called `name` (`oracle` with its clairvoyant demand).
+pub fn run_one(
+    trace: &Arc<WorkloadTrace>,
+    config: &BalanceSimConfig,
+    name: &str,
+) -> Result<BalanceReport> {
+    let report = if name == "oracle" {
+        run_oracle(trace, config)
+    } else {
+        run_balance(trace, config, make_balancer(name)?)
+    };
+    report.with_context(|| format!("balancing with {name}"))
 }
 
 fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> {
@@ -82,11 +106,11 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
             }
         }
         OutputFormat::Csv => {
-            writeln!(out, "balancer,vms,hosts,rounds,migrations,migrated_gib,mean_imbalance,overload_host_seconds,unmet_demand,unmet_cpu_core_hours,memory_shortfall_gib_hours,vm_contention_hours,hot_host_seconds,refused_plans,plan_ms_mean,plan_ms_max,wall_seconds")?;
+            writeln!(out, "balancer,vms,hosts,rounds,migrations,migrated_gib,mean_imbalance,overload_host_seconds,unmet_demand,unmet_lower_bound,unmet_cpu_core_hours,memory_shortfall_gib_hours,vm_contention_hours,hot_host_seconds,refused_plans,plan_ms_mean,plan_ms_max,wall_seconds")?;
             for r in reports {
                 writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     r.balancer,
                     r.vms,
                     r.hosts,
@@ -96,6 +120,7 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
                     r.mean_imbalance,
                     r.overload_host_seconds,
                     r.unmet_demand,
+                    r.unmet_lower_bound,
                     r.unmet_cpu_core_hours,
                     r.memory_shortfall_gib_hours,
                     r.vm_contention_hours,
@@ -123,13 +148,14 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
             }
             writeln!(
                 out,
-                "{:<8} {:>10} {:>12} {:>10} {:>16} {:>10} {:>12} {:>14} {:>12} {:>14} {:>9}",
+                "{:<8} {:>10} {:>12} {:>10} {:>16} {:>10} {:>9} {:>12} {:>14} {:>12} {:>14} {:>9}",
                 "balancer",
                 "migrations",
                 "migrated GiB",
                 "imbalance",
                 "overload host-h",
                 "unmet %",
+                "bound %",
                 "unmet core-h",
                 "mem short GiB-h",
                 "contended VM-h",
@@ -139,13 +165,14 @@ fn print_reports(reports: &[BalanceReport], format: OutputFormat) -> Result<()> 
             for r in reports {
                 writeln!(
                     out,
-                    "{:<8} {:>10} {:>12.1} {:>10.4} {:>16.2} {:>10.3} {:>12.2} {:>14.2} {:>12.2} {:>14.2} {:>9.2}",
+                    "{:<8} {:>10} {:>12.1} {:>10.4} {:>16.2} {:>10.3} {:>9.3} {:>12.2} {:>14.2} {:>12.2} {:>14.2} {:>9.2}",
                     r.balancer,
                     r.migrations,
                     r.migrated_gib,
                     r.mean_imbalance,
                     r.overload_host_seconds / 3600.0,
                     r.unmet_demand * 100.0,
+                    r.unmet_lower_bound * 100.0,
                     r.unmet_cpu_core_hours,
                     r.memory_shortfall_gib_hours,
                     r.vm_contention_hours,

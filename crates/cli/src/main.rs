@@ -10,6 +10,8 @@
 mod agent_cmd;
 mod agent_link;
 mod balance_cmd;
+mod bench_cmd;
+mod bench_suite;
 mod gen_cmd;
 mod lab_cmd;
 mod output;
@@ -75,6 +77,9 @@ enum Command {
     /// prints, for each, the round and plan that decided it, the reason,
     /// benefit and cost, the inputs the decision used and the outcome.
     Why(why_cmd::WhyArgs),
+    /// Benchmarks: `keel bench balance [--suite FILE]` runs every balancer
+    /// on every setup of a suite and prints one table and the verdict.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Agent(args) => agent_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Why(args) => why_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

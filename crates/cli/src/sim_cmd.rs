@@ -50,7 +50,8 @@ pub struct SimArgs {
     /// balance: one host per 20 VMs (at least 2), sized as docs/balancer.md says.
     #[arg(long)]
     hosts: Option<usize>,
-    /// Balance mode: `keel`, `crs`, `proxlb`, `watcher`, `none`, a
+    /// Balance mode: `keel`, `crs`, `proxlb`, `watcher`, `none`, `oracle` (Keel fed
+    /// the actual demand of the next hour), a
     /// comma-separated list, or `all`.
     #[arg(long, default_value = "keel")]
     balancer: String,

@@ -141,6 +141,9 @@ pub struct ControlLoop<D: Driver> {
     defaults: MigrationDefaults,
     pub(crate) limits: Concurrency,
     pub(crate) check_before_acting: bool,
+    /// Demand per VM name that replaces the estimate (the simulator's
+    /// clairvoyant oracle); VMs not named keep their estimate.
+    demand_override: Option<HashMap<String, keel_model::Resources>>,
 }
 
 impl<D: Driver> ControlLoop<D> {
@@ -163,7 +166,15 @@ impl<D: Driver> ControlLoop<D> {
             defaults: MigrationDefaults::default(),
             limits: Concurrency::default(),
             check_before_acting: true,
+            demand_override: None,
         }
+    }
+
+    /// Plans with `demand` (per VM name) instead of the estimate until
+    /// replaced; `None` goes back to the estimator. The estimator still
+    /// records every sample.
+    pub fn set_demand_override(&mut self, demand: Option<HashMap<String, keel_model::Resources>>) {
+        self.demand_override = demand;
     }
 
     /// Uses `estimator` for demand (history starts afresh).
@@ -458,7 +469,12 @@ impl<D: Driver> ControlLoop<D> {
                     name: v.name.clone(),
                     host: v.host.clone(),
                     size: v.size,
-                    demand: self.history.estimate(&v.name).unwrap_or(v.size),
+                    demand: self
+                        .demand_override
+                        .as_ref()
+                        .and_then(|d| d.get(&v.name).copied())
+                        .or_else(|| self.history.estimate(&v.name))
+                        .unwrap_or(v.size),
                     reservation: allocation.reservation,
                     limit: allocation.limit,
                     shares: allocation.shares,

@@ -24,8 +24,16 @@ use keel_policy::balance::demand::EstimatorConfig;
 use keel_policy::balance::{Balancer, HostLoads, Imbalance, ResourceWeights};
 use keel_sim::balance::setup::{host_capacity, initial_cluster, ClusterSetup, TraceVms};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+mod oracle;
+pub use oracle::{unmet_lower_bound, ClairvoyantDemand, ORACLE_HORIZON_SECONDS};
+
+/// Demand per VM name a round plans with instead of the estimate, given
+/// the round's time in seconds (VMs not named keep their estimate).
+pub type DemandOracle<'a> = dyn Fn(f64) -> HashMap<String, Resources> + 'a;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const HOUR: f64 = 3600.0;
@@ -128,6 +136,10 @@ pub struct BalanceReport {
     pub overload_host_seconds: f64,
     /// Fraction of CPU demand (core-seconds) not served.
     pub unmet_demand: f64,
+    /// The fraction no placement could serve: per trace sample, total CPU
+    /// demand above the cluster's total CPU capacity, summed, over the
+    /// total demand (perfect spreading, free migrations).
+    pub unmet_lower_bound: f64,
     /// CPU demand not served, core-hours.
     pub unmet_cpu_core_hours: f64,
     /// Memory held above hosts' memory, GiB-hours (swap or OOM in real life).
@@ -221,6 +233,33 @@ pub fn run_balance(
     config: &BalanceSimConfig,
     balancer: Box<dyn Balancer + Send>,
 ) -> Result<BalanceReport, ReplayError> {
+    run_balance_with(trace, config, balancer, None)
+}
+
+/// Runs Keel's default balancer fed each VM's actual demand over the next
+/// [`ORACLE_HORIZON_SECONDS`] (the maximum over that window) instead of
+/// its estimate: what perfect prediction would buy. Reported as `oracle`.
+pub fn run_oracle(
+    trace: &Arc<WorkloadTrace>,
+    config: &BalanceSimConfig,
+) -> Result<BalanceReport, ReplayError> {
+    let names = (0..trace.vms.len()).map(|i| format!("vm-{i:05}")).collect();
+    let oracle = ClairvoyantDemand::new(trace, names, ORACLE_HORIZON_SECONDS);
+    let hook = |time_seconds: f64| oracle.at(time_seconds);
+    let balancer = Box::new(keel_policy::balance::KeelBalancer::default());
+    let mut report = run_balance_with(trace, config, balancer, Some(&hook))?;
+    report.balancer = "oracle".to_string();
+    Ok(report)
+}
+
+/// Runs `balancer` over `trace` through the control loop; with `oracle`,
+/// every round plans with the demand it gives for the round's time.
+pub fn run_balance_with(
+    trace: &Arc<WorkloadTrace>,
+    config: &BalanceSimConfig,
+    balancer: Box<dyn Balancer + Send>,
+    oracle: Option<&DemandOracle<'_>>,
+) -> Result<BalanceReport, ReplayError> {
     let started = Instant::now();
     let interval = config.interval_seconds.unwrap_or(trace.interval_seconds);
     if !(interval.is_finite() && interval > 0.0) {
@@ -254,6 +293,9 @@ pub fn run_balance(
         }
         acc.imbalance_at(control.driver(), &mut truth, &compiled);
         if tick > 0.0 {
+            if let Some(oracle) = oracle {
+                control.set_demand_override(Some(oracle(tick)));
+            }
             let report = control.iterate().map_err(failed(tick))?;
             acc.plan_ms_sum += report.plan_seconds * 1e3;
             acc.plan_ms_max = acc.plan_ms_max.max(report.plan_seconds * 1e3);
@@ -311,6 +353,7 @@ pub fn run_balance(
         } else {
             0.0
         },
+        unmet_lower_bound: unmet_lower_bound(trace, config.setup.hosts, capacity.cpu_cores),
         unmet_cpu_core_hours: ledger.unmet_core_seconds / HOUR,
         memory_shortfall_gib_hours: ledger.memory_shortfall_byte_seconds / GIB / HOUR,
         vm_contention_hours: ledger.vm_contention_seconds / HOUR,
