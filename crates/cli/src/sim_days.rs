@@ -252,7 +252,7 @@ mod tests {
         let names: Vec<String> = days.iter().map(|d| day_name(d)).collect();
         assert_eq!(names, ["20110303", "20110306"]);
         let plain = tmp.path().join("reference");
-        assert_eq!(expand_days(&[plain.clone()]).unwrap(), [plain]);
+        assert_eq!(expand_days(std::slice::from_ref(&plain)).unwrap(), [plain]);
     }
 
     #[test]
