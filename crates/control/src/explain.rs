@@ -34,6 +34,7 @@ pub struct MoveInputs {
     /// Reservation (cores, bytes, bytes/s).
     pub reservation: Resources,
     /// Limit, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<Resources>,
     /// Shares.
     pub shares: f64,

@@ -38,6 +38,7 @@ pub struct MoveDecision {
     /// Cost: estimated bytes copied.
     pub migrated_bytes: f64,
     /// The inputs (absent for plans recorded before Keel kept them).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inputs: Option<MoveInputs>,
 }
 
@@ -49,7 +50,8 @@ pub struct ActionWhy {
     pub action: Action,
     /// Its plan.
     pub plan: PlanContext,
-    /// Its decision.
+    /// Its decision (absent where the move is not recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<MoveDecision>,
 }
 
