@@ -14,6 +14,7 @@
 
 use super::observe::flag;
 use super::rules::HaRule;
+use super::settings::truthy;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -113,15 +114,6 @@ pub(crate) fn from_groups(groups: &[HaGroup], resources: &[HaResource]) -> HaPla
         });
     }
     placement
-}
-
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().unwrap_or(0.0) != 0.0,
-        Value::String(s) => matches!(s.as_str(), "1" | "true" | "yes" | "on"),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ pub(crate) fn crs_auto_rebalance(crs: Option<&Value>) -> bool {
     }
 }
 
-fn truthy(v: &Value) -> bool {
+/// A Proxmox VE boolean as the API gives it: true, 1, "1", "yes", "on"...
+pub(super) fn truthy(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().unwrap_or(0.0) != 0.0,
